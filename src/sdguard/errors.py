@@ -1,0 +1,64 @@
+"""The error contract shared by the library and the CLI.
+
+Every error a user can cause carries one clear sentence that names the argument and the value,
+and an exit code (DESIGN.md): 0 ok, 1 an audit gate failed, 2 usage or input error, 3 a missing
+optional dependency.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+EXIT_OK = 0
+EXIT_GATE = 1
+EXIT_INPUT = 2
+EXIT_DEPENDENCY = 3
+
+
+class SdguardError(Exception):
+    """Base class of every error sdguard raises on purpose."""
+
+    exit_code = EXIT_GATE
+
+
+class InputError(SdguardError, ValueError):
+    """Bad input: a missing file, a wrong format, an out-of-range parameter (exit code 2)."""
+
+    exit_code = EXIT_INPUT
+
+    @classmethod
+    def bad(cls, argument: str, value: object, problem: str) -> "InputError":
+        """Build the one sentence of the contract: ``ARGUMENT 'VALUE' PROBLEM.``"""
+        sentence = f"{argument} {value!r} {problem}".rstrip()
+        if not sentence.endswith("."):
+            sentence += "."
+        return cls(sentence)
+
+
+class MissingDependencyError(SdguardError, ImportError):
+    """An optional dependency is not installed (exit code 3); the message names the extra."""
+
+    exit_code = EXIT_DEPENDENCY
+
+    def __init__(self, module: str, extra: str, purpose: str | None = None):
+        self.module, self.extra = module, extra
+        what = f" for {purpose}" if purpose else ""
+        super().__init__(
+            f"the optional dependency '{module}' is needed{what} but is not installed; "
+            f"install it with: pip install 'sdguard[{extra}]'"
+        )
+
+
+class GateFailed(SdguardError):
+    """An audit measured a value above the user's ``--fail-above`` gate (exit code 1)."""
+
+    exit_code = EXIT_GATE
+
+
+def require(module: str, extra: str, purpose: str | None = None) -> ModuleType:
+    """Import an optional dependency or raise :class:`MissingDependencyError` naming its extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(module.split(".")[0], extra, purpose) from exc

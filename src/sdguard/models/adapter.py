@@ -1,0 +1,321 @@
+"""The one adapter over a diffusers ``StableDiffusionPipeline`` that every audit and hardener uses.
+
+It wraps only public diffusers API: the pipeline call (with ``callback_on_step_end`` to capture
+the final latents), ``encode_prompt``, the UNet forward, the VAE and the scheduler. Image ``i`` of
+a request is generated from its own generator seeded ``seeds[i]`` (``seed + i`` when one integer
+seed is given), so the images do not depend on the batch size or on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from . import checkpoint
+from .loading import load_pipeline
+
+PARAMETER_GROUPS = ("cross_attn", "non_cross_attn", "unet", "text_encoder")
+
+
+@dataclass
+class PromptEmbeddings:
+    """Text-encoder hidden states for the conditional prompts and the unconditional (negative) ones."""
+
+    cond: torch.Tensor
+    uncond: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.cond.shape[0]
+
+    def select(self, index: slice | Sequence[int]) -> "PromptEmbeddings":
+        return PromptEmbeddings(self.cond[index], self.uncond[index])
+
+
+@dataclass
+class Generation:
+    """Images (uint8, N×H×W×3) and the final latents of a generation request."""
+
+    images: np.ndarray
+    latents: torch.Tensor
+    prompts: list[str]
+    seeds: list[int]
+    settings: dict = field(default_factory=dict)
+
+    def pil(self) -> list:
+        from PIL import Image
+
+        return [Image.fromarray(img) for img in self.images]
+
+
+def expand_seeds(seeds: int | Sequence[int], n: int) -> list[int]:
+    """``seed + i`` for an integer seed, or the given per-image seeds (checked for length)."""
+    if isinstance(seeds, (int, np.integer)):
+        return [int(seeds) + i for i in range(n)]
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise InputError.bad("seeds", seeds if len(seeds) < 8 else f"{len(seeds)} seeds", f"must give one seed per prompt ({n})")
+    return seeds
+
+
+class DiffusionModel:
+    """A Stable Diffusion pipeline with the operations sdguard needs, independent of its origin."""
+
+    def __init__(self, pipeline, spec: str | None = None):
+        self.pipeline = pipeline
+        self.spec = spec
+        pipeline.set_progress_bar_config(disable=True)
+
+    @classmethod
+    def load(cls, spec: str, device: str | None = None, dtype=None) -> "DiffusionModel":
+        return cls(load_pipeline(spec, device=device, dtype=dtype), spec=str(spec))
+
+    # -- components -------------------------------------------------------------------------
+    @property
+    def unet(self):
+        return self.pipeline.unet
+
+    @property
+    def text_encoder(self):
+        return self.pipeline.text_encoder
+
+    @property
+    def tokenizer(self):
+        return self.pipeline.tokenizer
+
+    @property
+    def vae(self):
+        return self.pipeline.vae
+
+    @property
+    def scheduler(self):
+        return self.pipeline.scheduler
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return self.pipeline.vae_scale_factor
+
+    @property
+    def default_size(self) -> int:
+        """The image side the model was built for (UNet sample size × VAE scale factor)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    def copy(self) -> "DiffusionModel":
+        """A deep copy (e.g. the frozen teacher of an erasure)."""
+        return DiffusionModel(copy.deepcopy(self.pipeline), spec=self.spec)
+
+    # -- text -------------------------------------------------------------------------------
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        tok = self.tokenizer
+        return tok(list(prompts), padding="max_length", max_length=tok.model_max_length,
+                   truncation=True, return_tensors="pt").input_ids.to(self.device)
+
+    def token_count(self, prompt: str) -> int:
+        """Number of tokens of ``prompt`` without truncation (start/end tokens included)."""
+        return len(self.tokenizer(prompt, truncation=False).input_ids)
+
+    def encode_prompts(self, prompts: Sequence[str], negative_prompts: Sequence[str] | str | None = None) -> PromptEmbeddings:
+        """Conditional embeddings of ``prompts`` and unconditional ones (the empty prompt or the negatives)."""
+        prompts = list(prompts)
+        neg = negative_prompts
+        if isinstance(neg, str):
+            neg = [neg] * len(prompts)
+        cond, uncond = self.pipeline.encode_prompt(
+            prompts, self.device, 1, True, negative_prompt=list(neg) if neg is not None else None
+        )
+        return PromptEmbeddings(cond, uncond)
+
+    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Hidden states of the text encoder for token ids (differentiable, for training)."""
+        return self.text_encoder(input_ids.to(self.device))[0]
+
+    # -- noise prediction -------------------------------------------------------------------
+    def predict_noise(self, latents: torch.Tensor, timesteps: torch.Tensor | int, embeddings: torch.Tensor) -> torch.Tensor:
+        """eps_theta(x_t, t, c): the UNet's noise prediction for ``latents`` at ``timesteps``."""
+        if not torch.is_tensor(timesteps):
+            timesteps = torch.tensor([timesteps] * latents.shape[0], device=latents.device)
+        elif timesteps.ndim == 0:
+            timesteps = timesteps.expand(latents.shape[0])
+        return self.unet(latents, timesteps.to(latents.device), encoder_hidden_states=embeddings).sample
+
+    def guided_noise(self, latents: torch.Tensor, timesteps, embeddings: PromptEmbeddings, guidance: float) -> torch.Tensor:
+        """Classifier-free guidance: eps_u + g (eps_c - eps_u)."""
+        both = self.predict_noise(torch.cat([latents, latents]), timesteps if not torch.is_tensor(timesteps) or timesteps.ndim == 0 else torch.cat([timesteps, timesteps]),
+                                  torch.cat([embeddings.uncond, embeddings.cond]))
+        eps_u, eps_c = both.chunk(2)
+        return eps_u + guidance * (eps_c - eps_u)
+
+    # -- latents and images -----------------------------------------------------------------
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        f = self.vae_scale_factor
+        return (int(self.unet.config.in_channels), height // f, width // f)
+
+    def initial_latents(self, seeds: Sequence[int], height: int, width: int) -> torch.Tensor:
+        """Gaussian latents, one CPU generator per image, so image i depends on seeds[i] only."""
+        shape = self.latent_shape(height, width)
+        noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds]
+        return torch.stack(noise).to(self.device, self.dtype)
+
+    def encode_images(self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latents of images in [-1, 1] (N×3×H×W), scaled by the VAE scaling factor."""
+        dist = self.vae.encode(images.to(self.device, self.dtype)).latent_dist
+        z = dist.sample(generator) if sample else dist.mode()
+        return z * self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """uint8 images N×H×W×3 from (scaled) latents."""
+        with torch.no_grad():
+            x = self.vae.decode(latents.to(self.device, self.dtype) / self.vae.config.scaling_factor).sample
+        return to_uint8(x)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: int | Sequence[int] = 0,
+        steps: int = 25,
+        guidance: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        batch_size: int = 8,
+        negative_prompt: str | None = None,
+        prompt_embeddings: PromptEmbeddings | None = None,
+        on_batch: Callable[[int], None] | None = None,
+        callback_on_step_end: Callable | None = None,
+    ) -> Generation:
+        """Generate one image per prompt; image i from a generator seeded ``seeds[i]``.
+
+        ``prompt_embeddings`` replaces the text (e.g. an optimized adversarial embedding);
+        ``callback_on_step_end`` is passed to the diffusers pipeline (inference-time hooks);
+        ``on_batch(k)`` is called after each batch with its number of images (progress bars).
+        """
+        prompts = list(prompts)
+        n = len(prompts) if prompt_embeddings is None else len(prompt_embeddings)
+        if n == 0:
+            raise InputError.bad("PROMPT", prompts, "is empty: give at least one prompt")
+        if prompt_embeddings is None:
+            for p in prompts:
+                if not isinstance(p, str) or not p.strip():
+                    raise InputError.bad("PROMPT", p, "is empty: every prompt needs at least one word")
+        if steps < 1:
+            raise InputError.bad("--steps", steps, "must be at least 1")
+        if batch_size < 1:
+            raise InputError.bad("--batch-size", batch_size, "must be at least 1")
+        height = height or self.default_size
+        width = width or self.default_size
+        for arg, v in (("--height", height), ("--width", width)):
+            if v % self.vae_scale_factor:
+                raise InputError.bad(arg, v, f"must be a multiple of {self.vae_scale_factor}")
+        seed_list = expand_seeds(seeds, n)
+        images, finals = [], []
+        for start in range(0, n, batch_size):
+            idx = slice(start, min(n, start + batch_size))
+            b_seeds = seed_list[idx]
+            latents = self.initial_latents(b_seeds, height, width)
+            gens = [torch.Generator("cpu").manual_seed(s + 1_000_003) for s in b_seeds]
+            captured: dict[str, torch.Tensor] = {}
+
+            def capture(pipe, i, t, kwargs, _user=callback_on_step_end):
+                out = _user(pipe, i, t, kwargs) if _user is not None else kwargs
+                captured["latents"] = (out or kwargs)["latents"]
+                return out if out is not None else kwargs
+
+            call = dict(
+                num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
+                latents=latents, generator=gens, output_type="pt", callback_on_step_end=capture,
+            )
+            if prompt_embeddings is not None:
+                emb = prompt_embeddings.select(idx)
+                call.update(prompt_embeds=emb.cond, negative_prompt_embeds=emb.uncond)
+            else:
+                call.update(prompt=prompts[idx], negative_prompt=[negative_prompt] * len(b_seeds) if negative_prompt else None)
+            with torch.no_grad():
+                out = self.pipeline(**call)
+            images.append(to_uint8(out.images * 2 - 1))
+            finals.append(captured["latents"].detach().float().cpu())
+            if on_batch is not None:
+                on_batch(len(b_seeds))
+        settings = dict(steps=steps, guidance=guidance, height=height, width=width,
+                        scheduler=type(self.scheduler).__name__, negative_prompt=negative_prompt)
+        return Generation(np.concatenate(images), torch.cat(finals), prompts, seed_list, settings)
+
+    # -- parameters -------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, dict[str, torch.nn.Parameter]]:
+        """Named parameter groups. ``cross_attn`` (every ``attn2`` of the UNet: the text-to-image
+        cross-attention) and ``non_cross_attn`` partition ``unet``; ``text_encoder`` is separate."""
+        unet = dict(self.unet.named_parameters())
+        cross = {k: v for k, v in unet.items() if ".attn2." in k}
+        return {
+            "cross_attn": cross,
+            "non_cross_attn": {k: v for k, v in unet.items() if k not in cross},
+            "unet": unet,
+            "text_encoder": dict(self.text_encoder.named_parameters()),
+        }
+
+    def parameters(self, group: str) -> dict[str, torch.nn.Parameter]:
+        groups = self.parameter_groups()
+        if group not in groups:
+            raise InputError.bad("group", group, f"is not a parameter group (known: {', '.join(groups)})")
+        return groups[group]
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {g: sum(p.numel() for p in ps.values()) for g, ps in self.parameter_groups().items()}
+        counts["vae"] = sum(p.numel() for p in self.vae.parameters())
+        return counts
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Save as a diffusers folder, or as one sdguard ``.safetensors`` file when ``path`` ends so."""
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            return checkpoint.save_single_file(self.pipeline, path)
+        from ..io import output_dir
+
+        with output_dir(path, overwrite=True, argument="path") as staging:
+            self.pipeline.save_pretrained(str(staging), safe_serialization=True)
+        return path
+
+    def fingerprint(self) -> str:
+        """sha256 over all weights (see :func:`sdguard.models.checkpoint.fingerprint`)."""
+        return checkpoint.fingerprint(self.pipeline)
+
+    def describe(self) -> dict:
+        """Components, classes, parameter counts per group and the fingerprint (``sdguard info``)."""
+        comps = {}
+        for name, comp in self.pipeline.components.items():
+            if comp is None:
+                continue
+            comps[name] = type(comp).__name__
+        return {
+            "spec": self.spec,
+            "components": comps,
+            "parameters": self.parameter_counts(),
+            "default_size": self.default_size,
+            "latent_shape": list(self.latent_shape(self.default_size, self.default_size)),
+            "tokenizer": {"vocab_size": len(self.tokenizer), "max_length": int(self.tokenizer.model_max_length)},
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "fingerprint": self.fingerprint(),
+        }
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1] (N×3×H×W tensor) to uint8 N×H×W×3."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,48 @@
+"""Registry of models shipped with (or built by) the package: ``builtin:NAME`` specs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    description: str
+    factory: Callable[[], object]  # returns a StableDiffusionPipeline
+
+
+_REGISTRY: dict[str, BuiltinModel] = {}
+
+
+def register_builtin(name: str, description: str) -> Callable:
+    """Decorator: register ``factory`` as ``builtin:name``."""
+
+    def wrap(factory: Callable[[], object]) -> Callable[[], object]:
+        _REGISTRY[name] = BuiltinModel(name, description, factory)
+        return factory
+
+    return wrap
+
+
+def builtin_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_builtin(name: str) -> BuiltinModel | None:
+    return _REGISTRY.get(name)
+
+
+def package_weights_dir(name: str) -> Path:
+    """Folder of a model shipped inside the package (``sdguard/builtin/NAME``)."""
+    return Path(str(resources.files("sdguard"))) / "builtin" / name
+
+
+@register_builtin("tiny-random", "a tiny Stable Diffusion with random weights, built from configs (for tests)")
+def _tiny_random():
+    from .components import DEMO_WORDS, build_pipeline, build_tokenizer
+
+    return build_pipeline(build_tokenizer(DEMO_WORDS), seed=0)

@@ -1,0 +1,142 @@
+"""Load a StableDiffusionPipeline from any model spec of DESIGN.md.
+
+Specs: ``builtin:NAME``, a local diffusers folder (``model_index.json``), a single ``.safetensors``
+file (sdguard's own single-file format, or an original Stable Diffusion checkpoint loaded with
+diffusers' ``from_single_file``), or a Hugging Face model id (loaded from the hub where it is
+reachable; offline, a clear error that says how to pass a local folder instead).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from . import checkpoint
+from .builtin import builtin_names, get_builtin
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """The device to run on: the given one, else cuda > mps > cpu."""
+    if device:
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise InputError.bad("--device", device, "is not a torch device (use cpu, cuda, cuda:N or mps)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise InputError.bad("--device", device, "was asked for but no CUDA device is available")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """fp16 on a CUDA GPU, fp32 elsewhere, unless the caller chose."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype:
+        table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+                 "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+        if dtype not in table:
+            raise InputError.bad("--dtype", dtype, f"is not one of {sorted(table)}")
+        return table[dtype]
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _load_folder(path: Path):
+    from diffusers import StableDiffusionPipeline
+
+    if not (path / "model_index.json").is_file():
+        raise InputError.bad("MODEL", str(path), "is a folder but not a diffusers pipeline (it has no model_index.json)")
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            str(path), local_files_only=True, safety_checker=None, requires_safety_checker=False
+        )
+    except InputError:
+        raise
+    except Exception as exc:  # diffusers raises many kinds for broken folders
+        raise InputError.bad("MODEL", str(path), f"could not be loaded as a Stable Diffusion pipeline ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_file(path: Path):
+    if path.suffix not in SINGLE_FILE_SUFFIXES:
+        raise InputError.bad("MODEL", str(path), f"is a file but not a checkpoint (expected one of {', '.join(SINGLE_FILE_SUFFIXES)})")
+    if path.suffix == ".safetensors":
+        try:
+            meta = checkpoint.read_metadata(path)
+        except Exception as exc:
+            raise InputError.bad("MODEL", str(path), f"is not a readable safetensors file ({exc})") from exc
+        if checkpoint.is_sdguard_file(meta):
+            try:
+                return checkpoint.load_single_file(path)
+            except Exception as exc:
+                raise InputError.bad("MODEL", str(path), f"is a corrupt sdguard checkpoint ({exc})") from exc
+    from diffusers import StableDiffusionPipeline
+
+    try:  # an original (LDM-layout) Stable Diffusion checkpoint
+        return StableDiffusionPipeline.from_single_file(
+            str(path), local_files_only=_offline(), safety_checker=None, requires_safety_checker=False
+        )
+    except Exception as exc:
+        hint = " (offline: diffusers needs the model's config from the hub; pass a diffusers folder instead)" if _offline() else ""
+        raise InputError.bad("MODEL", str(path), f"could not be loaded as a single-file Stable Diffusion checkpoint{hint}: {exc}") from exc
+
+
+def _load_hub(model_id: str):
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        return StableDiffusionPipeline.from_pretrained(model_id, safety_checker=None, requires_safety_checker=False)
+    except Exception as exc:
+        why = "HF_HUB_OFFLINE is set" if _offline() else f"{type(exc).__name__}"
+        raise InputError(
+            f"MODEL {model_id!r} looks like a Hugging Face model id, but its weights could not be reached "
+            f"({why}); download them where the hub is reachable (huggingface-cli download {model_id} "
+            f"--local-dir DIR) and pass the local folder DIR instead."
+        ) from exc
+
+
+def load_pipeline(spec: str | os.PathLike, device: str | None = None, dtype: str | torch.dtype | None = None):
+    """Load a ``StableDiffusionPipeline`` from a model spec, on ``device`` in ``dtype``.
+
+    Raises :class:`~sdguard.errors.InputError` (exit code 2) with one sentence naming the spec
+    when it cannot be loaded.
+    """
+    spec_str = str(spec)
+    if not spec_str.strip():
+        raise InputError.bad("MODEL", spec_str, "is empty")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dev, dtype)
+    if spec_str.startswith("builtin:"):
+        name = spec_str.split(":", 1)[1]
+        entry = get_builtin(name)
+        if entry is None:
+            raise InputError.bad("MODEL", spec_str, f"names no builtin model (known: {', '.join('builtin:' + n for n in builtin_names())})")
+        pipe = entry.factory()
+    else:
+        path = Path(spec_str).expanduser()
+        if path.is_dir():
+            pipe = _load_folder(path)
+        elif path.is_file():
+            pipe = _load_file(path)
+        elif _HUB_ID.match(spec_str) and not spec_str.startswith((".", "/")) and not spec_str.endswith(SINGLE_FILE_SUFFIXES):
+            pipe = _load_hub(spec_str)
+        else:
+            raise InputError.bad("MODEL", spec_str, "does not exist (expected builtin:NAME, a diffusers folder, a .safetensors file or a hub id)")
+    pipe.set_progress_bar_config(disable=True)
+    if pipe.unet.dtype != dt:
+        pipe = pipe.to(dtype=dt)
+    return pipe.to(dev)

@@ -1,0 +1,46 @@
+"""Image grids and PNG encoding for reports."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def png_bytes(image: np.ndarray | Image.Image) -> bytes:
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def make_grid(images: Sequence[np.ndarray] | np.ndarray, columns: int = 8, scale: int = 1, pad: int = 2,
+              background: int = 255) -> np.ndarray:
+    """Tile uint8 H×W×3 images into one image (``scale`` enlarges small images, nearest neighbour)."""
+    images = [np.asarray(im, dtype=np.uint8) for im in images]
+    if not images:
+        return np.full((8, 8, 3), background, np.uint8)
+    h = max(im.shape[0] for im in images) * scale
+    w = max(im.shape[1] for im in images) * scale
+    columns = max(1, min(columns, len(images)))
+    rows = (len(images) + columns - 1) // columns
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), background, np.uint8)
+    for k, im in enumerate(images):
+        if scale > 1:
+            im = im.repeat(scale, 0).repeat(scale, 1)
+        r, c = divmod(k, columns)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[y : y + im.shape[0], x : x + im.shape[1]] = im
+    return grid
+
+
+def auto_scale(size: int, target: int = 96) -> int:
+    """Integer upscale so a ``size``-pixel image shows at about ``target`` pixels."""
+    return max(1, target // max(1, size))
