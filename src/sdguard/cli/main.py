@@ -19,7 +19,18 @@ err = Console(stderr=True)
 out = Console()
 
 
-def _done(report, out_dir: str) -> None:
+def _register_groups() -> None:
+    from .audit import audit_app
+    from .data import data_app
+    from .model import model_app
+
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(data_app, name="data")
+    app.add_typer(model_app, name="model")
+
+
+def done(report, out_dir: str) -> None:
+    """Print a command's summary lines and where its report is."""
     for line in report.summary:
         out.print(f"  {line}")
     out.print(f"[green]report:[/green] {os.path.join(out_dir, 'report.html')}")
@@ -47,7 +58,7 @@ def generate(
     report = run(model, prompt, out=out_dir, n=n, seed=seed, steps=steps, guidance=guidance, height=height,
                  width=width, batch_size=batch_size, negative_prompt=negative_prompt, device=device,
                  overwrite=overwrite)
-    _done(report, out_dir)
+    done(report, out_dir)
 
 
 @app.command()
@@ -94,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     return 0
 
+
+_register_groups()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
