@@ -7,14 +7,8 @@ Heavy modules (torch, diffusers) load on first use.
 from __future__ import annotations
 
 import importlib
-import logging
-import warnings
 
 __version__ = "0.1.0"
-
-# transformers warns that CLIPImageProcessor lacks torchvision; sdguard never uses that processor
-warnings.filterwarnings("ignore", message=".*requires torchvision.*")
-logging.getLogger("transformers").setLevel(logging.ERROR)
 
 _LAZY = {
     "load_pipeline": "sdguard.models",

@@ -82,27 +82,29 @@ def info(
               f"vocabulary {desc['tokenizer']['vocab_size']}, max tokens {desc['tokenizer']['max_length']}")
 
 
+@app.command()
+def demo(
+    out_dir: str = typer.Option("demo-out", "--out", help="output folder"),
+    overwrite: bool = typer.Option(False, help="replace an existing output folder"),
+) -> None:
+    """The main job on the embedded default (builtin model and synthetic world), on a CPU."""
+    from ..demo import demo as run
+
+    report = run(out_dir, overwrite=overwrite)
+    done(report, out_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn sdguard errors into one line on stderr and an exit code."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="sdguard")  # standalone: usage errors print and exit 2
     except SdguardError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except (typer.Exit, SystemExit) as exc:  # typer/click exits
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        return int(code or 0)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 130
-        raise
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
 
 

@@ -46,3 +46,23 @@ def _tiny_random():
     from .components import DEMO_WORDS, build_pipeline, build_tokenizer
 
     return build_pipeline(build_tokenizer(DEMO_WORDS), seed=0)
+
+
+TINY_RECIPE = "sdguard data make-world world && sdguard model train-tiny --world world --out tiny"
+
+
+def tiny_available() -> bool:
+    return (package_weights_dir("tiny") / "model_index.json").is_file()
+
+
+@register_builtin("tiny", "a tiny Stable Diffusion trained on the default synthetic world (shipped in the package)")
+def _tiny():
+    from diffusers import StableDiffusionPipeline
+
+    from ..errors import InputError
+
+    folder = package_weights_dir("tiny")
+    if not tiny_available():
+        raise InputError.bad("MODEL", "builtin:tiny", f"is not installed (no weights in {folder}); rebuild them with: {TINY_RECIPE}")
+    return StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True, safety_checker=None,
+                                                   requires_safety_checker=False)

@@ -1,0 +1,29 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["SDGUARD_NO_PROGRESS"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_random():
+    """A tiny random Stable Diffusion built from configs (nothing downloaded)."""
+    from sdguard.models import load_model
+
+    return load_model("builtin:tiny-random")
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from sdguard.cli import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        cap = capsys.readouterr()
+        return code, cap.out, cap.err
+
+    return run
