@@ -41,16 +41,16 @@ class TrainTinyConfig(RunConfig):
     world: str
     out: str
     seed: int = Field(0, ge=0)
-    vae_steps: int = Field(800, ge=1)
-    unet_steps: int = Field(2500, ge=1)
+    vae_steps: int = Field(400, ge=1)
+    unet_steps: int = Field(2000, ge=1)
     batch_size: int = Field(64, ge=1, le=4096)
-    vae_lr: float = Field(1e-3, gt=0, le=1)
+    vae_lr: float = Field(2e-3, gt=0, le=1)
     unet_lr: float = Field(5e-4, gt=0, le=1)
     caption_dropout: float = Field(0.1, ge=0, lt=1)
     ema_decay: float = Field(0.995, ge=0, lt=1)
     max_tokens: int = Field(32, ge=8, le=77)
     unet_channels: tuple[int, ...] = (64, 128)
-    vae_channels: tuple[int, ...] = (32, 32, 32)
+    vae_channels: tuple[int, ...] = (16, 32, 32)
     text_hidden: int = Field(128, ge=16)
     checkpoint_every: int = Field(250, ge=1)
     threads: int = Field(2, ge=1)
@@ -62,7 +62,15 @@ def _cosine_lr(step: int, total: int, warmup: int = 100) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) * 0.9 + 0.1
 
 
-def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 800, unet_steps: int = 2500,
+def _log(state: dict, stage: Path, row: dict, t_start: float) -> None:
+    """Keep the loss curve; append it to a live log that a person can follow (``tail -f``)."""
+    row["seconds"] = round(time.perf_counter() - t_start, 1)
+    state["log"].append(row)
+    with open(stage / "training_log.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 400, unet_steps: int = 2000,
                batch_size: int = 64, overwrite: bool = False, resume: bool = False, progress: bool | None = None,
                **options) -> Report:
     """Train a tiny Stable Diffusion on a world made by ``sdguard data make-world`` into ``out``.
@@ -135,7 +143,7 @@ def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 800, une
                 vae_opt.step()
                 state["step"] += 1
                 if state["step"] % 25 == 0:
-                    state["log"].append({"step": state["step"], "stage": "vae", "loss": loss.item()})
+                    _log(state, stage, {"step": state["step"], "stage": "vae", "loss": loss.item()}, t_start)
                 if state["step"] % cfg.checkpoint_every == 0:
                     state["elapsed"] = time.perf_counter() - t_start
                     save_checkpoint()
@@ -181,7 +189,7 @@ def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 800, une
                         pe.lerp_(p, 1 - decay)
                 state["step"] += 1
                 if state["step"] % 25 == 0:
-                    state["log"].append({"step": state["step"], "stage": "unet", "loss": loss.item()})
+                    _log(state, stage, {"step": state["step"], "stage": "unet", "loss": loss.item()}, t_start)
                 if state["step"] % cfg.checkpoint_every == 0:
                     state["elapsed"] = time.perf_counter() - t_start
                     save_checkpoint()
