@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-out
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/sdguard demo --out $(DEMO_OUT) --overwrite
 
-test: install
+# the HTML report is checked in headless Chromium (Debian's package) where it can be installed
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "chromium could not be installed: the browser test will be skipped"
+
+test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -1,17 +1,53 @@
-"""`sdguard demo`: the main job on the embedded default, end to end on a CPU."""
+"""`sdguard demo`: the audit loop on the embedded default, end to end on a CPU.
+
+1. make the synthetic world ``builtin:tiny`` was trained on (``OUT/world``);
+2. audit the dataset: near-duplicate clusters over the whole world (``OUT/audit-data``);
+3. audit the model's generations: the prompt kinds of each large cluster, an object keyword and
+   control prompts, over many seeds (``OUT/audit-generations``);
+4. write ``OUT/report.html`` (and ``report.json``) that summarizes and links both reports.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .io import output_dir
 from .models.builtin import tiny_available
 from .report import Report
 
 
-def demo(out: str | Path = "demo-out", *, overwrite: bool = False, progress: bool | None = None) -> Report:
-    """Run the demo into ``out``: generations of the builtin model for a few world prompts."""
-    from .models.commands import generate
+def demo(out: str | Path = "demo-out", *, overwrite: bool = False, n: int = 64, top_clusters: int = 3,
+         progress: bool | None = None) -> Report:
+    """Run the demo into ``out`` and return the index report (see the module docstring)."""
+    from .audit.dataset_replication import audit_data
+    from .audit.generation_replication import audit_generations
+    from .data.world import WORLD_DEFAULTS, make_world
 
     model = "builtin:tiny" if tiny_available() else "builtin:tiny-random"
-    prompts = ["a red circle on the left", "a blue square at the top", "night sky"]
-    return generate(model, prompts, out=str(out), n=8, steps=20, overwrite=overwrite, progress=progress)
+    report = Report("demo", {"model": model, "n": n, "top_clusters": top_clusters, "world": dict(WORLD_DEFAULTS)})
+    with output_dir(out, overwrite=overwrite) as stage:
+        with report.timer("world"):
+            truth = make_world(stage / "world", **WORLD_DEFAULTS)
+        with report.timer("audit_data"):
+            data = audit_data(stage / "world", out=stage / "audit-data", progress=progress)
+        with report.timer("audit_generations"):
+            gens = audit_generations(model, str(stage / "world"), clusters=str(stage / "audit-data"),
+                                     out=str(stage / "audit-generations"), n=n, top_clusters=top_clusters,
+                                     batch_size=64, object_keyword="astronaut", object_name="flag", detector="world",
+                                     progress=progress)
+        report.models["model"] = gens.models["model"]
+        report.links = {"dataset audit (near-duplicate clusters)": "audit-data/report.html",
+                        "generation audit (replication over seeds)": "audit-generations/report.html"}
+        report.results = {"world": {"size": truth["size"], "artworks": [d["name"] for d in truth["duplicates"]]},
+                          "audit_data": {"clusters": data.results.get("clustering", {}).get("clusters"),
+                                         "largest": data.results.get("clusters", [])[:3]},
+                          "audit_generations": {"kinds": gens.results["kinds"], "object": gens.results.get("object")}}
+        report.summary = [f"model {model}; world of {truth['size']} images with planted replication",
+                          *[f"data: {line}" for line in data.summary[-3:]], *[f"generations: {line}" for line in gens.summary]]
+        report.section("Generation audit: replication per prompt kind",
+                       figures=[(f.png, f.caption) for sec in gens.sections if "kind" in sec.title for f in sec.figures])
+        report.section("Dataset audit: largest clusters",
+                       table=[{k: c[k] for k in ("rank", "size", "share")} | {"words": ", ".join(w["word"] for w in c["top_words"][:5])}
+                              for c in data.results.get("clusters", [])[:8]])
+        report.write(stage)
+    return report

@@ -1,1 +1,2 @@
 """harden"""
+from .erasure import erase  # noqa: E402,F401

@@ -142,6 +142,15 @@ class DiffusionModel:
         )
         return PromptEmbeddings(cond, uncond)
 
+    def text_features(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Pooled text-encoder features, L2-normalized (cosine similarity of captions and prompts)."""
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), batch_size):
+                pooled = self.text_encoder(self.tokenize(texts[i:i + batch_size])).pooler_output.float()
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, int(self.text_encoder.config.hidden_size)), np.float32)
+
     def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Hidden states of the text encoder for token ids (differentiable, for training)."""
         return self.text_encoder(input_ids.to(self.device))[0]
@@ -254,6 +263,37 @@ class DiffusionModel:
         settings = dict(steps=steps, guidance=guidance, height=height, width=width,
                         scheduler=type(self.scheduler).__name__, negative_prompt=negative_prompt)
         return Generation(np.concatenate(images), torch.cat(finals), prompts, seed_list, settings)
+
+    def sample_latents(self, embeddings: PromptEmbeddings, latents: torch.Tensor, *, steps: int = 50,
+                       guidance: float = 7.5, stop_after: int | None = None) -> torch.Tensor:
+        """Denoise the Gaussian ``latents`` for the first ``stop_after`` of ``steps`` sampler steps
+        (all when None) and return the latents, undecoded.
+
+        After k steps the latents are at the noise level of ``scheduler.timesteps[k]`` (for
+        ``steps`` steps). The pipeline runs with ``output_type="latent"`` and is stopped through
+        its documented ``callback_on_step_end`` (``pipe._interrupt = True``); partial sampling is
+        how ESD makes its training latents (Gandikota et al. 2023).
+        """
+        k = steps if stop_after is None else int(stop_after)
+        if not 0 <= k <= steps:
+            raise InputError.bad("stop_after", k, f"must be between 0 and steps ({steps})")
+        latents = latents.to(self.device, self.dtype)
+        if k == 0:
+            self.scheduler.set_timesteps(steps, device=self.device)
+            return latents * self.scheduler.init_noise_sigma
+
+        def stop(pipe, i, t, kwargs):
+            if i + 1 >= k:
+                pipe._interrupt = True
+            return kwargs
+
+        f = self.vae_scale_factor
+        with torch.no_grad():
+            out = self.pipeline(prompt_embeds=embeddings.cond, negative_prompt_embeds=embeddings.uncond,
+                                num_inference_steps=steps, guidance_scale=guidance, latents=latents,
+                                height=latents.shape[-2] * f, width=latents.shape[-1] * f,
+                                output_type="latent", callback_on_step_end=stop)
+        return out.images
 
     # -- parameters -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, dict[str, torch.nn.Parameter]]:

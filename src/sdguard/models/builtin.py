@@ -57,6 +57,7 @@ def tiny_available() -> bool:
 
 @register_builtin("tiny", "a tiny Stable Diffusion trained on the default synthetic world (shipped in the package)")
 def _tiny():
+    import torch
     from diffusers import StableDiffusionPipeline
 
     from ..errors import InputError
@@ -64,5 +65,8 @@ def _tiny():
     folder = package_weights_dir("tiny")
     if not tiny_available():
         raise InputError.bad("MODEL", "builtin:tiny", f"is not installed (no weights in {folder}); rebuild them with: {TINY_RECIPE}")
-    return StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True, safety_checker=None,
-                                                   requires_safety_checker=False)
+    # shipped in fp16 to keep the package small; computed in fp32
+    from .loading import pretrained_options
+
+    return StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32,
+                                                   **pretrained_options())

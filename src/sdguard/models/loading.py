@@ -52,6 +52,18 @@ def resolve_dtype(device: torch.device, dtype: str | torch.dtype | None = None) 
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+def pretrained_options() -> dict:
+    """Keyword arguments for diffusers' ``from_pretrained`` shared by every load: no safety checker
+    (sdguard audits raw outputs and has its own filter) and, without ``accelerate``, the plain
+    loading path (diffusers would otherwise warn on every load)."""
+    import importlib.util
+
+    opts = {"safety_checker": None, "requires_safety_checker": False}
+    if importlib.util.find_spec("accelerate") is None:
+        opts["low_cpu_mem_usage"] = False
+    return opts
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 
@@ -62,9 +74,7 @@ def _load_folder(path: Path):
     if not (path / "model_index.json").is_file():
         raise InputError.bad("MODEL", str(path), "is a folder but not a diffusers pipeline (it has no model_index.json)")
     try:
-        return StableDiffusionPipeline.from_pretrained(
-            str(path), local_files_only=True, safety_checker=None, requires_safety_checker=False
-        )
+        return StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **pretrained_options())
     except InputError:
         raise
     except Exception as exc:  # diffusers raises many kinds for broken folders
@@ -99,7 +109,7 @@ def _load_hub(model_id: str):
     from diffusers import StableDiffusionPipeline
 
     try:
-        return StableDiffusionPipeline.from_pretrained(model_id, safety_checker=None, requires_safety_checker=False)
+        return StableDiffusionPipeline.from_pretrained(model_id, **pretrained_options())
     except Exception as exc:
         why = "HF_HUB_OFFLINE is set" if _offline() else f"{type(exc).__name__}"
         raise InputError(

@@ -227,3 +227,27 @@ def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 400, une
         report.summary = [f"trained on {n} images in {elapsed / 60:.1f} min", f"VAE reconstruction MSE {recon_mse:.4f}"]
         report.write(stage)
     return report
+
+
+def export_builtin(trained: str | Path, name: str = "tiny") -> Path:
+    """Copy a model trained by :func:`train_tiny` into the package as ``builtin:NAME``.
+
+    Weights are stored in fp16 (half the size; the package ships at most 20 MB) and loaded back
+    in fp32. The training report goes along as ``training_report.json``.
+    """
+    import shutil
+
+    from diffusers import StableDiffusionPipeline
+
+    from ..io import output_dir
+    from .builtin import package_weights_dir
+
+    from .loading import pretrained_options
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(trained), local_files_only=True, **pretrained_options())
+    dst = package_weights_dir(name)
+    with output_dir(dst, overwrite=True, argument="name") as stage:
+        pipe.to(torch.float16).save_pretrained(str(stage), safe_serialization=True)
+        if (Path(trained) / "report.json").is_file():
+            shutil.copy(Path(trained) / "report.json", stage / "training_report.json")
+    return dst

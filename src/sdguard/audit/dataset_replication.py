@@ -1,0 +1,361 @@
+"""Dataset replication audit: ``sdguard audit data``.
+
+The dataset half of the memorization study of Somepalli et al. 2023 ("Understanding and
+Mitigating Copying in Diffusion Models", NeurIPS): which training images behind a keyword are
+near-duplicates of each other, how large those groups are, and which caption words go with them.
+
+1. Keep the entries whose captions hold the keywords (whole words, case-insensitive; all of them,
+   or any with ``any=True``); drop captions longer than the text encoder's 77 tokens, as the
+   study does, and count them.
+2. Embed the images (``pixels`` by default, weight-free; ``clip``, ``sscd``, ``dct``), with an
+   on-disk cache that resumes. Unreadable and missing images are skipped and counted.
+3. Cluster near-duplicates by cosine similarity (faiss; exact for small sets, an inverted-file
+   index at LAION scale as in Webster 2023), with the user's threshold or one read from the
+   similarity histogram, and rank the clusters by size. Optionally set the largest cluster aside
+   as a catch-all, as the study does.
+4. Describe every cluster by its size and its most frequent caption words (stop words removed),
+   with a grid of its images.
+5. Co-occurrence: the share of the keyword set's entries that fall in the dominant (largest)
+   cluster, and the sizes of its 30 largest clusters as a bar plot (the study's "almond
+   blossoming", mostly one painting, against "sunflower", spread over many).
+
+Outputs in ``out``: ``report.json``, ``report.html`` and ``clusters.parquet`` (``file_name``,
+``cluster_id`` with -1 for entries in no cluster, and ``row``, ``text``, ``status``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from ..config import RunConfig, validate
+from ..data.captions import MAX_TOKENS, KeywordFilter, drop_long, frequent_words
+from ..data.datasets import FORMATS, SkipCounter, open_dataset
+from ..errors import require
+from ..io import atomic_write_bytes
+from ..report import Report, make_grid, png_bytes
+from .clustering import METHODS, Clustering, cluster_embeddings
+
+TOP_CLUSTERS = 30
+
+
+class DataAuditConfig(RunConfig):
+    cli_names = {"dataset": "DATASET", "keywords": "--keyword", "set_aside_largest": "--set-aside-largest",
+                 "max_tokens": "--max-tokens", "min_cluster_size": "--min-cluster-size", "top_words": "--top-words",
+                 "grid_clusters": "--grid-clusters", "grid_images": "--grid-images", "cache_dir": "--cache-dir",
+                 "embedder_options": "--embedder-option"}
+
+    dataset: str
+    keywords: list[str] = Field(default_factory=list)
+    any: bool = False
+    embedder: str = "pixels"
+    embedder_options: dict[str, Any] = Field(default_factory=dict)
+    threshold: float | None = Field(None, gt=0.0, le=1.0)
+    format: str | None = None
+    set_aside_largest: bool = False
+    max_tokens: int | None = Field(MAX_TOKENS, ge=3)
+    tokenizer: str | None = None
+    method: str = "auto"
+    min_cluster_size: int = Field(2, ge=2)
+    top_clusters: int = Field(TOP_CLUSTERS, ge=1, le=10_000)
+    top_words: int = Field(10, ge=1, le=100)
+    grid_clusters: int = Field(8, ge=0, le=100)
+    grid_images: int = Field(16, ge=1, le=256)
+    cache: bool = True
+    cache_dir: str | None = None
+    max_side: int | None = Field(512, ge=8)
+    threads: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0)
+    out: str
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, keywords: list[str]) -> list[str]:
+        KeywordFilter(tuple(keywords))  # raises on a keyword without letters
+        return keywords
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, method: str) -> str:
+        if method not in METHODS:
+            raise ValueError(f"choose one of {', '.join(METHODS)}")
+        return method
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, fmt: str | None) -> str | None:
+        if fmt is not None and fmt not in FORMATS:
+            raise ValueError(f"choose one of {', '.join(FORMATS)}")
+        return fmt
+
+
+def audit_data(dataset: str | Path, keywords: Sequence[str] | str | None = None, *, any: bool = False,
+               embedder: str = "pixels", threshold: float | None = None, out: str | Path,
+               overwrite: bool = False, format: str | None = None, embedder_options: Mapping[str, Any] | None = None,
+               set_aside_largest: bool = False, max_tokens: int | None = MAX_TOKENS, tokenizer: str | None = None,
+               method: str = "auto", min_cluster_size: int = 2, top_clusters: int = TOP_CLUSTERS,
+               top_words: int = 10, grid_clusters: int = 8, grid_images: int = 16, cache: bool = True,
+               cache_dir: str | Path | None = None, max_side: int | None = 512, threads: int | None = None,
+               seed: int = 0, progress: bool | None = None) -> Report:
+    """Audit ``dataset`` for replicated images behind ``keywords`` (Somepalli et al. 2023).
+
+    ``keywords``: one or more phrases; all must occur in a caption (``any=True``: one suffices);
+    none selects every entry. ``embedder``: a registry name, or ``NAME:VALUE`` (``clip:FOLDER``,
+    ``sscd:FILE.pt``). ``threshold``: cosine similarity in (0, 1] above which two images are linked;
+    None reads one from the similarity histogram (else the embedder's default).
+    ``set_aside_largest``: report the largest cluster as a catch-all and leave it out of the ranking
+    and of the co-occurrence share. Writes ``report.json``, ``report.html`` and
+    ``clusters.parquet`` into ``out``; returns the :class:`~sdguard.report.Report`.
+    """
+    from ..embed import STATUS_NAMES, EmbeddingCache, create_embedder, embed_dataset
+    from ..io import output_dir
+
+    if isinstance(keywords, str):
+        keywords = [keywords]
+    cfg = validate(DataAuditConfig, dataset=str(dataset), keywords=list(keywords or []), any=any, embedder=embedder,
+                   embedder_options=dict(embedder_options or {}), threshold=threshold, format=format,
+                   set_aside_largest=set_aside_largest, max_tokens=max_tokens, tokenizer=tokenizer, method=method,
+                   min_cluster_size=min_cluster_size, top_clusters=top_clusters, top_words=top_words,
+                   grid_clusters=grid_clusters, grid_images=grid_images, cache=cache,
+                   cache_dir=str(cache_dir) if cache_dir is not None else None, max_side=max_side, threads=threads,
+                   seed=seed, out=str(out))
+    pa = require("pyarrow", "scale", "writing clusters.parquet")
+    pq = require("pyarrow.parquet", "scale", "writing clusters.parquet")
+    require("faiss", "scale", "near-duplicate clustering")
+    report = Report("audit data", cfg)
+    where = KeywordFilter(tuple(cfg.keywords), cfg.any)
+    with report.timer("open"):
+        ds = open_dataset(cfg.dataset, cfg.format)
+    emb = create_embedder(cfg.embedder, **cfg.embedder_options)
+    with output_dir(cfg.out, overwrite=overwrite) as stage:
+        # 1. captions
+        with report.timer("filter"):
+            matched = ds.entries(where)
+            fits = drop_long(matched.texts, cfg.max_tokens, cfg.tokenizer) if cfg.max_tokens else [True] * len(matched)
+            entries = matched.take([i for i, ok in enumerate(fits) if ok])
+        filt = {"keywords": cfg.keywords, "mode": where.mode, "description": where.describe(), "dataset_entries": len(ds),
+                "matched": len(matched), "dropped_long": len(matched) - len(entries), "kept": len(entries),
+                "max_tokens": cfg.max_tokens, "token_count": "tokenizer" if cfg.tokenizer else "estimate"}
+        report.results = {"dataset": ds.describe(), "filter": filt, "embedder": emb.config()}
+        # 2. embeddings
+        skipped = SkipCounter()
+        store = EmbeddingCache.for_dataset(ds, emb, cfg.cache_dir) if cfg.cache and len(entries) else None
+        with report.timer("embed"):
+            vectors, status = embed_dataset(ds, entries, emb, cache=store, max_side=cfg.max_side, skipped=skipped,
+                                            progress=progress)
+        ok = status == 0
+        report.results["images"] = {"embedded": int(ok.sum()), **skipped.to_dict(),
+                                    "cache": str(store.folder) if store is not None else None}
+        # 3. clusters
+        with report.timer("cluster"):
+            clustering = cluster_embeddings(vectors if ok.all() else vectors[ok], cfg.threshold,
+                                            default_threshold=emb.default_threshold, method=cfg.method,
+                                            min_size=cfg.min_cluster_size, threads=cfg.threads, seed=cfg.seed)
+        labels = np.full(len(entries), -1, np.int64)
+        labels[ok] = clustering.labels
+        _write_clusters(stage / "clusters.parquet", entries, labels, status, STATUS_NAMES, pa, pq)
+        report.artifacts = ["clusters.parquet"]
+        # 4. + 5. description, co-occurrence, report
+        _describe(report, cfg, ds, entries, labels, ok, clustering, where, skipped)
+        report.write(stage)
+    return report
+
+
+def _write_clusters(path: Path, entries, labels: np.ndarray, status: np.ndarray, names, pa, pq) -> None:
+    import io
+
+    table = pa.table({
+        "file_name": pa.array(entries.file_names, pa.string()),
+        "cluster_id": pa.array(labels, pa.int64()),
+        "row": pa.array(np.asarray(entries.rows, np.int64), pa.int64()),
+        "text": pa.array(entries.texts, pa.string()),
+        "status": pa.array([names[s] for s in status.tolist()], pa.string()),
+    })
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def cooccurrence(labels: np.ndarray, *, exclude: Sequence[int] = (), top: int = TOP_CLUSTERS) -> dict:
+    """Co-occurrence share of a keyword set (Somepalli et al. 2023): among its ``len(labels)``
+    entries (cluster labels, -1 for none), the share in the dominant (largest) cluster, and the
+    sizes of its ``top`` largest clusters. Clusters in ``exclude`` (a set-aside catch-all) are not
+    candidates for dominance but their entries stay in the denominator."""
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    keep = ~np.isin(ids, np.asarray(list(exclude), np.int64))
+    ids, counts = ids[keep], counts[keep]
+    order = np.lexsort((ids, -counts))
+    ids, counts = ids[order], counts[order]
+    dominant = int(ids[0]) if len(ids) else None
+    size = int(counts[0]) if len(ids) else (1 if n else 0)  # without clusters, the dominant "cluster" is one image
+    return {"entries": n, "dominant_cluster": dominant, "dominant_size": size,
+            "dominant_share": size / n if n else 0.0, "clusters": int(len(ids)),
+            "in_clusters": int(counts.sum()), "largest_sizes": counts[:top].tolist()}
+
+
+def score_groups(file_names: Sequence[str], labels: Sequence[int], groups: Mapping[str, Sequence[str]]) -> list[dict]:
+    """Precision and recall of planted groups (name -> member file names) against clusters: each
+    group is matched to the cluster holding most of its members; precision = share of that
+    cluster in the group, recall = share of the group in that cluster. Members absent from
+    ``file_names`` count as missed."""
+    label_of = dict(zip(file_names, (int(v) for v in labels)))
+    members: dict[int, int] = {}
+    for v in label_of.values():
+        if v >= 0:
+            members[v] = members.get(v, 0) + 1
+    out = []
+    for name, files in groups.items():
+        files = list(files)
+        hits: dict[int, int] = {}
+        for f in files:
+            v = label_of.get(f, -1)
+            if v >= 0:
+                hits[v] = hits.get(v, 0) + 1
+        if not hits:
+            out.append({"group": name, "size": len(files), "cluster_id": None, "precision": 0.0, "recall": 0.0})
+            continue
+        best = max(sorted(hits), key=lambda k: hits[k])
+        out.append({"group": name, "size": len(files), "cluster_id": best, "cluster_size": members[best],
+                    "precision": hits[best] / members[best], "recall": hits[best] / len(files)})
+    return out
+
+
+def _thumbs(ds, rows: Sequence[int], max_side: int = 96) -> list[np.ndarray]:
+    from PIL import Image
+
+    out = []
+    for img in ds.load(rows, max_side=512):
+        if img is None:
+            continue
+        h, w = img.shape[:2]
+        scale = max_side / max(h, w)
+        if scale >= 2:
+            k = int(scale)
+            img = img.repeat(k, 0).repeat(k, 1)
+        elif scale < 1:
+            im = Image.fromarray(img)
+            im.thumbnail((max_side, max_side), Image.BILINEAR)
+            img = np.asarray(im)
+        out.append(img)
+    return out
+
+
+def _describe(report: Report, cfg: DataAuditConfig, ds, entries, labels: np.ndarray, ok: np.ndarray,
+              clustering: Clustering, where: KeywordFilter, skipped: SkipCounter) -> None:
+    from ..report.plots import bar_plot, histogram  # matplotlib loads only when a report is drawn
+
+    res = report.results
+    filt, n_ok = res["filter"], int(ok.sum())
+    texts = entries.texts
+    n_clusters = clustering.n_clusters
+    catch_all = 0 if (cfg.set_aside_largest and n_clusters) else None
+    ranked = [k for k in range(n_clusters) if k != catch_all]
+    res["threshold"] = clustering.threshold.to_dict()
+    res["clustering"] = {"method": clustering.method, "pairs_found": clustering.pairs_found, "clusters": n_clusters,
+                         "clustered_entries": int((labels >= 0).sum()), "singletons": int(n_ok - (labels >= 0).sum()),
+                         "index": clustering.info, "timings": clustering.timings}
+    # members of every cluster in one sort (cluster k: order[starts[k]:starts[k + 1]], in entry order)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(n_clusters + 1))
+
+    def members(k: int) -> np.ndarray:
+        return order[starts[k] : starts[k + 1]]
+
+    def cluster_row(k: int, rank: int | None) -> dict:
+        idx = members(k)
+        return {"rank": rank, "cluster_id": k, "size": int(len(idx)), "share": len(idx) / max(1, n_ok),
+                "top_words": frequent_words((texts[i] for i in idx), cfg.top_words),
+                "examples": [entries.file_names[i] for i in idx[:5]]}
+
+    res["clusters"] = [cluster_row(k, r + 1) for r, k in enumerate(ranked[: cfg.top_clusters])]
+    res["catch_all"] = cluster_row(catch_all, None) if catch_all is not None else None
+    labels_ok = labels[ok]
+    co = cooccurrence(labels_ok, exclude=[catch_all] if catch_all is not None else [], top=TOP_CLUSTERS)
+    co["keywords"] = cfg.keywords
+    co["mode"] = where.mode
+    res["cooccurrence"] = co
+
+    # ---- summary
+    what = where.describe()
+    summary = []
+    dropped = (f"{filt['dropped_long']} dropped as longer than {cfg.max_tokens} tokens" if cfg.max_tokens
+               else "no caption length limit")
+    if filt["matched"] == 0:
+        what_none = f"matches {what}" if where.keywords else "is there"
+        summary.append(f"no caption of the {filt['dataset_entries']} entries {what_none}; nothing to cluster")
+    elif not where.keywords:
+        summary.append(f"all {filt['matched']} entries (no keyword filter); {dropped}")
+    else:
+        summary.append(f"{filt['matched']} of {filt['dataset_entries']} entries match {what}; {dropped}")
+        if filt["kept"] == 0:
+            summary.append("no entry is left after dropping long captions; nothing to cluster")
+    if skipped.total:
+        summary.append(f"{skipped.total} image(s) skipped: {skipped.missing} missing, {skipped.unreadable} unreadable")
+    if n_ok:
+        th = clustering.threshold
+        summary.append(f"{n_ok} images embedded with {cfg.embedder}; threshold {th.value:.4g} ({th.source})")
+        summary.append(f"{n_clusters} near-duplicate cluster(s) hold {res['clustering']['clustered_entries']} "
+                       f"of {n_ok} images")
+        if res["catch_all"]:
+            summary.append(f"catch-all cluster set aside: {res['catch_all']['size']} images")
+        if res["clusters"]:
+            top = res["clusters"][0]
+            words = ", ".join(w["word"] for w in top["top_words"][:5])
+            summary.append(f"largest cluster: {top['size']} images ({100 * top['share']:.1f}%), words: {words}")
+        summary.append(f"co-occurrence: the dominant cluster holds {100 * co['dominant_share']:.1f}% of the "
+                       f"{co['entries']} entries")
+    report.summary = summary
+
+    # ---- sections
+    report.section("Selection", f"Entries whose caption matches {what} (whole words, case-insensitive); captions "
+                   f"longer than {cfg.max_tokens} tokens dropped ({filt['token_count']}).",
+                   table=[{k: filt[k] for k in ("description", "dataset_entries", "matched", "dropped_long", "kept")}
+                          | {"embedded": n_ok, "missing": skipped.missing, "unreadable": skipped.unreadable}])
+    if skipped.examples:
+        report.section("Skipped images", "Images that could not be read (first examples).", table=skipped.examples)
+    if not n_ok:
+        return
+    th = clustering.threshold
+    nn = clustering.nn_similarity
+    figs = []
+    if len(nn):
+        figs.append((histogram(np.clip(nn, -1, 1), bins=60, title="nearest-neighbour similarity",
+                               xlabel="cosine similarity to the nearest other image", vlines={"threshold": th.value},
+                               log=True), f"{len(nn)} images; threshold {th.value:.4g} ({th.source}: {th.reason})"))
+    report.section("Similarity", f"Images are linked when their {cfg.embedder} embeddings have cosine similarity "
+                   f">= {th.value:.4g}; clusters are connected components ({clustering.method} search).", figures=figs)
+    sizes = co["largest_sizes"]
+    size_figs = []
+    if sizes:
+        size_figs.append((bar_plot([str(i + 1) for i in range(len(sizes))], sizes, rotate=False,
+                                   title=f"{what}: {len(sizes)} largest clusters", ylabel="images"),
+                          f"sizes of the {len(sizes)} largest clusters of {co['entries']} entries"))
+    report.section("Co-occurrence", f"Share of the {co['entries']} entries of {what} in the dominant cluster "
+                   "(Somepalli et al. 2023).",
+                   table=[{"keywords": what, "entries": co["entries"], "dominant cluster": co["dominant_cluster"],
+                           "dominant size": co["dominant_size"], "dominant share": round(co["dominant_share"], 4),
+                           "clusters": co["clusters"], "in clusters": co["in_clusters"]}],
+                   figures=size_figs)
+    rows = [{"rank": c["rank"], "cluster": c["cluster_id"], "size": c["size"], "share": round(c["share"], 4),
+             "top words": ", ".join(f"{w['word']} ({w['count']})" for w in c["top_words"])} for c in res["clusters"]]
+    report.section("Clusters", "Near-duplicate clusters ranked by size, with their most frequent caption words "
+                   "(stop words removed).", table=rows)
+    shown = ([res["catch_all"]] if res["catch_all"] else []) + res["clusters"][: cfg.grid_clusters]
+    for c in shown:
+        idx = members(c["cluster_id"])
+        thumbs = _thumbs(ds, entries.rows[idx[: cfg.grid_images]])
+        if not thumbs:
+            continue
+        title = "Catch-all cluster" if c["rank"] is None else f"Cluster #{c['rank']}"
+        words = ", ".join(w["word"] for w in c["top_words"][:6])
+        report.section(f"{title}: {c['size']} images", f"Most frequent words: {words}",
+                       figures=[(png_bytes(make_grid(thumbs, columns=8)),
+                                 f"{len(thumbs)} of {c['size']} images")])
+
+
+__all__ = ["audit_data", "DataAuditConfig", "cooccurrence", "score_groups"]

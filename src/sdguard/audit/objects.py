@@ -1,0 +1,90 @@
+"""Object detectors for object-level replication (an object the prompt never names).
+
+Somepalli et al. 2023 found that Stable Diffusion adds objects that co-occur with a keyword in
+its training images (an "astronaut" prompt brings a flag). The audit counts how often a detector
+finds the object in generations of keyword prompts, of control prompts and in the keyword's
+training images. Detectors are created by name:
+
+- ``world``: the synthetic world's planted object, detected by a probe fitted on the world
+  (:class:`sdguard.data.world_probes.ObjectDetector`); needs the dataset to be a world folder.
+- ``clip:MODEL``: zero-shot CLIP through transformers (a local folder or a hub id where it is
+  reachable): the object is present when "a photo with a OBJECT" beats "a photo" on the image.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+
+class ObjectScorer(Protocol):
+    name: str
+
+    def score(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Probability-like score in [0, 1] that the object is in each image."""
+
+    def detect(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Boolean presence per image."""
+
+
+class WorldObjectDetector:
+    """The planted object of a synthetic world (the flag), by a probe fitted on the world."""
+
+    name = "world"
+
+    def __init__(self, world_dir: str, object_name: str | None = None, threshold: float = 0.5):
+        from ..data.world import load_world
+        from ..data.world_probes import ObjectDetector
+
+        self.world = load_world(world_dir)
+        planted = [o["object"] for o in self.world.ground_truth.get("objects", [])]
+        if object_name is not None and object_name not in planted:
+            raise InputError.bad("--object", object_name, f"is not an object planted in this world (planted: {', '.join(planted)})")
+        self.threshold = threshold
+        self.probe = ObjectDetector().fit(self.world)
+
+    def score(self, images):
+        return np.asarray(self.probe.score(np.asarray(images)), np.float64)
+
+    def detect(self, images):
+        return self.score(images) >= self.threshold
+
+
+class CLIPObjectDetector:
+    """Zero-shot presence of an object with CLIP (Radford et al. 2021)."""
+
+    name = "clip"
+
+    def __init__(self, model: str, object_name: str, device: str | None = None):
+        from ..embed.clip import CLIPEmbedder
+
+        self.embedder = CLIPEmbedder(model=model, device=device)
+        self.texts = [f"a photo with a {object_name}", "a photo"]
+
+    def score(self, images):
+        img = self.embedder.embed(list(images))
+        txt = self.embedder.embed_text(self.texts)
+        logits = 100.0 * img @ txt.T
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        return p[:, 0] / p.sum(1)
+
+    def detect(self, images):
+        return self.score(images) >= 0.5
+
+
+def create_detector(spec: str, *, dataset: str, object_name: str | None) -> ObjectScorer:
+    """``world`` or ``clip:MODEL`` (see the module docstring)."""
+    name, _, value = spec.partition(":")
+    factories: dict[str, Callable[[], ObjectScorer]] = {
+        "world": lambda: WorldObjectDetector(dataset, object_name),
+        "clip": lambda: CLIPObjectDetector(value, object_name or ""),
+    }
+    if name not in factories:
+        raise InputError.bad("--detector", spec, f"is not a detector (choose world or clip:MODEL)")
+    if name == "clip" and (not value or not object_name):
+        raise InputError.bad("--detector", spec, "needs a model (clip:FOLDER) and --object")
+    return factories[name]()

@@ -1,0 +1,105 @@
+"""Prompt suites for the generation replication audit, built from a cluster's captions.
+
+Somepalli et al. 2023 ("Understanding and Mitigating Copying in Diffusion Models") show that
+replication depends on how a prompt relates to the duplicated image's captions. For each
+near-duplicate cluster this module builds the five kinds of their study from the data, with no
+external service:
+
+- ``keywords``: the cluster's most frequent caption words alone;
+- ``short_related``: the cluster's shortest caption (it holds the keywords);
+- ``long_related``: the cluster's longest caption;
+- ``unrelated_with_keywords``: a caption from outside the cluster, followed by the keywords;
+- ``long_without_keyword``: the cluster's longest caption with its main keyword removed;
+
+plus ``control`` prompts: captions of other images that share no keyword with the cluster, which
+should replicate at about 0.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+KINDS = ("keywords", "short_related", "long_related", "unrelated_with_keywords", "long_without_keyword")
+
+
+@dataclass
+class PromptSpec:
+    prompt: str
+    kind: str
+    cluster: int | None = None
+    keywords: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _without(text: str, word: str) -> str:
+    return " ".join(w for w in text.split() if w.lower().strip(",.") != word)
+
+
+def _reading_order(keywords: list[str], captions: Sequence[str]) -> list[str]:
+    """Keywords in the order the captions use them ("van gogh starry night", not alphabetical):
+    their order in the shortest caption holding the most of them, the others after."""
+    if not captions:
+        return keywords
+    best = min(captions, key=lambda c: (-len(set(keywords) & set(_words(c))), len(c.split()), c))
+    ws = _words(best)
+    return sorted(keywords, key=lambda k: (ws.index(k) if k in ws else len(ws), keywords.index(k)))
+
+
+def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str], outside: Sequence[str],
+                  rng: np.random.Generator, n_keywords: int = 4) -> list[PromptSpec]:
+    """The five prompt kinds for one cluster (see the module docstring)."""
+    keywords = _reading_order(list(top_words[:n_keywords]), captions)
+    if not keywords or not captions:
+        return []
+    kw_set = set(keywords)
+    by_len = sorted(set(captions), key=lambda c: (len(c.split()), c))
+    unrelated_pool = [c for c in outside if not kw_set & set(_words(c))]
+    specs = [PromptSpec(" ".join(keywords), "keywords", cluster, keywords),
+             PromptSpec(by_len[0], "short_related", cluster, keywords),
+             PromptSpec(by_len[-1], "long_related", cluster, keywords)]
+    if unrelated_pool:
+        base = unrelated_pool[int(rng.integers(len(unrelated_pool)))]
+        specs.append(PromptSpec(f"{base} {' '.join(keywords)}", "unrelated_with_keywords", cluster, keywords))
+    without = _without(by_len[-1], keywords[0])
+    if without.strip() and without != by_len[-1]:
+        specs.append(PromptSpec(without, "long_without_keyword", cluster, keywords))
+    return specs
+
+
+def control_prompts(outside: Sequence[str], exclude_words: set[str], count: int, rng: np.random.Generator) -> list[PromptSpec]:
+    """``count`` distinct captions sharing no word of ``exclude_words``."""
+    pool = sorted({c for c in outside if not exclude_words & set(_words(c))})
+    if not pool:
+        return []
+    pick = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
+    return [PromptSpec(pool[i], "control") for i in sorted(pick)]
+
+
+def read_prompt_file(path: str | Path) -> list[PromptSpec]:
+    """One prompt per line (blank lines and ``#`` comments skipped); ``KIND<TAB>PROMPT`` sets a kind."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError.bad("--prompts", str(path), "does not exist or is not a file")
+    specs = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kind, tab, prompt = line.partition("\t")
+        specs.append(PromptSpec(prompt.strip(), kind.strip()) if tab else PromptSpec(line, "user"))
+    if not specs:
+        raise InputError.bad("--prompts", str(path), "holds no prompt (one prompt per line)")
+    return specs

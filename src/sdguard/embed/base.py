@@ -1,0 +1,159 @@
+"""The Embedder protocol and the registry of embedders by name.
+
+An embedder maps RGB images (``uint8`` H x W x 3 arrays of any size) to L2-normalized float32
+vectors, so that the inner product of two embeddings is their cosine similarity: the measure the
+dataset and generation replication audits threshold (Somepalli et al. 2023 use SSCD and CLIP
+features; Webster 2023 SNIP/CLIP features with faiss). Embedders are created by name::
+
+    create_embedder("pixels")                 # weight-free, offline
+    create_embedder("clip", model="openai/clip-vit-base-patch32")
+    create_embedder("sscd", path="sscd_disc_mixup.torchscript.pt")
+
+A new embedder is one module plus one :func:`register_embedder` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from ..errors import InputError
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What every embedder provides."""
+
+    #: registry name
+    name: str
+    #: length of an embedding
+    dim: int
+    #: cosine similarity above which two images count as near-duplicates when nothing better is
+    #: known (the audit suggests one from the similarity histogram when it can)
+    default_threshold: float
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """``(len(images), dim)`` float32, each row of unit L2 norm."""
+        ...
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the embeddings (written to reports, keys the cache)."""
+        ...
+
+
+class BaseEmbedder:
+    """Shared helpers: batching, normalization, the fingerprint of :meth:`config`."""
+
+    name = "base"
+    dim = 0
+    default_threshold = 0.9
+    batch_size = 256
+
+    def config(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        return {"name": self.name}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        out = [self._embed_batch(list(images[i : i + self.batch_size])) for i in range(0, len(images), self.batch_size)]
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalize(np.concatenate(out).astype(np.float32, copy=False))
+
+    def _embed_batch(self, images: list[np.ndarray]) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit L2 norm (an all-zero row stays zero)."""
+    x = np.asarray(x, np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, eps)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An image as ``uint8`` H x W x 3 (gray and RGBA accepted)."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = np.clip(a * (255.0 if a.dtype.kind == "f" and a.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3:
+        raise ValueError(f"an image must be H x W x C, got shape {a.shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        a = a[..., :3]
+    return a
+
+
+# name -> "module:attribute" (imported on first use, so `clip` does not load transformers early)
+# or a factory callable
+_REGISTRY: dict[str, str | Callable[..., Embedder]] = {
+    "pixels": "sdguard.embed.pixels:PixelEmbedder",
+    "dct": "sdguard.embed.pixels:DCTEmbedder",
+    "clip": "sdguard.embed.clip:CLIPEmbedder",
+    "sscd": "sdguard.embed.sscd:SSCDEmbedder",
+}
+# the option a "NAME:VALUE" spec sets, per embedder
+_SPEC_OPTION = {"pixels": "size", "dct": "size", "clip": "model", "sscd": "path"}
+
+
+def register_embedder(name: str, factory: str | Callable[..., Embedder], spec_option: str | None = None) -> None:
+    """Make ``create_embedder(name, **options)`` call ``factory(**options)``."""
+    _REGISTRY[name] = factory
+    if spec_option:
+        _SPEC_OPTION[name] = spec_option
+
+
+def embedder_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _factory(name: str) -> Callable[..., Embedder]:
+    target = _REGISTRY[name]
+    if callable(target):
+        return target
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"NAME"`` or ``"NAME:VALUE"`` (e.g. ``clip:/models/clip-vit-b32``, ``sscd:model.pt``) to
+    a name and options."""
+    name, sep, value = spec.partition(":")
+    if name not in _REGISTRY:
+        raise InputError.bad("--embedder", spec, f"is not an embedder; choose one of {', '.join(embedder_names())}")
+    if not sep:
+        return name, {}
+    option = _SPEC_OPTION.get(name)
+    if option is None:
+        raise InputError.bad("--embedder", spec, f"takes no value after '{name}:'")
+    if option == "size":
+        try:
+            return name, {option: int(value)}
+        except ValueError:
+            raise InputError.bad("--embedder", spec, "needs an integer size after ':'") from None
+    return name, {option: value}
+
+
+def create_embedder(name: str, **options: Any) -> Embedder:
+    """The embedder registered as ``name`` (``NAME:VALUE`` specs accepted), built with ``options``."""
+    name, spec_options = parse_spec(name)
+    options = {**spec_options, **options}
+    factory = _factory(name)
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as exc:
+        raise InputError.bad("--embedder", name, f"does not take the options {sorted(options)} ({exc})") from None
+    return factory(**options)

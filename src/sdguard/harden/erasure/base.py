@@ -1,0 +1,162 @@
+"""The registry of concept-erasure methods and what they share.
+
+An erasure method edits the weights of a :class:`~sdguard.models.DiffusionModel` in place so
+that a list of concepts can no longer be generated. Each method is one module that subclasses
+:class:`ErasureMethod` and registers itself by name with :func:`register_method`; the command
+:func:`sdguard.harden.erasure.erase` looks it up with :func:`get_method`, so a new method is one
+new module plus one registry line.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+
+from ...config import RunConfig, argument_name
+from ...errors import InputError
+
+_REGISTRY: dict[str, type["ErasureMethod"]] = {}
+
+
+class VocabularyWarning(UserWarning):
+    """A concept word is not one token of the model's tokenizer (it is encoded as sub-words)."""
+
+
+@dataclass
+class ErasureResult:
+    """What a method reports about its run (written under ``results`` of the report)."""
+
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: per-iteration losses of iterative methods (plotted in the report)
+    losses: list[float] = field(default_factory=list)
+
+
+class ErasureMethod:
+    """Base class of an erasure method.
+
+    Subclasses set ``name``, ``description``, ``Options`` (a :class:`~sdguard.config.RunConfig`
+    with the method's own options and their defaults) and implement :meth:`touched` and
+    :meth:`run`. Instances are built by :func:`get_method` with validated options.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[RunConfig]] = RunConfig
+    #: whether the method reads a preserve list / an anchor prompt
+    uses_preserve: ClassVar[bool] = False
+    uses_anchor: ClassVar[bool] = False
+    #: whether ``run`` writes checkpoints and can resume
+    resumable: ClassVar[bool] = False
+
+    def __init__(self, options: RunConfig):
+        self.options = options
+
+    def touched(self, model) -> dict[str, torch.nn.Parameter]:
+        """The parameters (names as in ``model.unet.named_parameters()``) the method may change."""
+        raise NotImplementedError
+
+    def run(self, model, concepts: Sequence[str], *, preserve: Sequence[str] = (), anchor: str | Sequence[str] = "",
+            seed: int = 0, progress: bool | None = None, workdir: Path | None = None,
+            resume: bool = False) -> ErasureResult:
+        """Edit ``model`` in place so that ``concepts`` are erased."""
+        raise NotImplementedError
+
+
+def register_method(cls: type[ErasureMethod]) -> type[ErasureMethod]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    _load_builtin_methods()
+    return sorted(_REGISTRY)
+
+
+def get_method_class(name: str) -> type[ErasureMethod]:
+    _load_builtin_methods()
+    if name not in _REGISTRY:
+        raise InputError.bad("--method", name, f"is not an erasure method (known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
+def get_method(name: str, **options: Any) -> ErasureMethod:
+    """An instance of the method called ``name`` with validated ``options``.
+
+    An option the method does not have, or a value out of range, raises
+    :class:`~sdguard.errors.InputError` naming the option as it is spelled on the command line.
+    """
+    from ...config import validate
+
+    cls = get_method_class(name)
+    fields = cls.Options.model_fields
+    for key in options:
+        if key not in fields:
+            known = ", ".join(argument_name(cls.Options, f) for f in fields) or "none"
+            raise InputError(f"{argument_name(cls.Options, key)} is not an option of --method {name!r} (its options: {known}).")
+    return cls(validate(cls.Options, **options))
+
+
+def _load_builtin_methods() -> None:
+    from . import esd, uce  # noqa: F401  (modules register themselves)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the methods
+# ---------------------------------------------------------------------------------------------
+
+
+def check_concepts(concepts: Sequence[str] | str, argument: str = "--concept") -> list[str]:
+    """Non-empty, stripped concept strings, without duplicates (order kept)."""
+    if isinstance(concepts, str):
+        concepts = [concepts]
+    out: list[str] = []
+    if not concepts:
+        raise InputError.bad(argument, list(concepts), "is empty: give at least one concept to erase")
+    for c in concepts:
+        if not isinstance(c, str) or not c.strip():
+            raise InputError.bad(argument, c, "is empty: every concept needs at least one word")
+        c = " ".join(c.split())
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def vocabulary_warnings(tokenizer, texts: Sequence[str], argument: str = "--concept", warn: bool = True) -> list[str]:
+    """One message per word of ``texts`` that is not a single token of ``tokenizer``.
+
+    Such a word still works: the tokenizer spells it in sub-word tokens and the methods erase
+    what the text encoder makes of them, but the erasure then also touches those sub-words.
+    Prompts longer than the tokenizer's maximum length are reported as well (they are truncated).
+    """
+    messages = []
+    for text in texts:
+        for word in text.split():
+            pieces = tokenizer.tokenize(word)
+            if len(pieces) > 1:
+                shown = " ".join(p.replace("</w>", "") for p in pieces[:12]) + (" ..." if len(pieces) > 12 else "")
+                messages.append(f"{argument} {text!r}: the word {word!r} is not in the tokenizer's vocabulary; "
+                                f"it is encoded as {len(pieces)} sub-word tokens ({shown})")
+        n = len(tokenizer(text, truncation=False).input_ids)
+        if n > tokenizer.model_max_length:
+            messages.append(f"{argument} {text!r} has {n} tokens, more than the tokenizer's "
+                            f"{tokenizer.model_max_length}; it is truncated")
+    if warn:
+        for m in messages:
+            warnings.warn(m, VocabularyWarning, stacklevel=3)
+    return messages
+
+
+def token_count(tokenizer, text: str) -> int:
+    """Tokens of ``text`` including start and end tokens, after truncation to the maximum length."""
+    return min(len(tokenizer(text, truncation=False).input_ids), int(tokenizer.model_max_length))
+
+
+def select_parameters(model, predicate: Callable[[str], bool]) -> dict[str, torch.nn.Parameter]:
+    return {k: p for k, p in model.unet.named_parameters() if predicate(k)}

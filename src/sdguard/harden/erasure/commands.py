@@ -1,0 +1,173 @@
+"""``sdguard erase``: the library twin of the command."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from typing import Any, Sequence
+
+from pydantic import Field
+
+from ...config import RunConfig, validate
+from ...errors import InputError
+from ...io import output_dir
+from ...progress import progress_enabled
+from ...report import Report, auto_scale, make_grid, png_bytes
+from .base import check_concepts, get_method, vocabulary_warnings
+from .delta import DELTA_FILE, changed_tensors, save_delta, snapshot
+from .esd import CHECKPOINT
+
+
+class EraseConfig(RunConfig):
+    cli_names = {"model": "MODEL", "concepts": "--concept", "preserve": "--preserve"}
+
+    model: str
+    concepts: list[str] = Field(min_length=1)
+    method: str
+    preserve: list[str] = []
+    anchor: str | None = None
+    options: dict[str, Any] = {}
+    seed: int = Field(0, ge=0)
+    preview: int = Field(4, ge=0, le=64)
+    device: str | None = None
+    out: str
+
+
+def erase(model: str, concepts: Sequence[str] | str, method: str, preserve: Sequence[str] = (), *, out: str,
+          anchor: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0, preview: int = 4,
+          device: str | None = None, progress: bool | None = None, **options: Any) -> Report:
+    """Erase ``concepts`` from ``model`` with ``method`` (``esd-x``, ``esd-u``, ``esd-all``, ``uce``).
+
+    ``out`` receives the erased model as a diffusers folder (``load_pipeline(out)`` loads it),
+    ``erasure_delta.safetensors`` (only the changed tensors, applicable to the original model with
+    :func:`~sdguard.harden.erasure.delta.apply_delta`) and the report. ``options`` are the
+    method's own (ESD: ``eta``, ``iterations``, ``lr``, ``start_guidance``, ``ddim_steps``,
+    ``batch_size``, ``checkpoint_every``, ``paper_timesteps``; UCE: ``lamb``, ``erase_scale``,
+    ``preserve_scale``, ``edit_keys``). ``preview`` images per concept are generated before and
+    after for the report (0: none). ESD checkpoints into the staging folder of ``out``;
+    ``resume=True`` continues an interrupted run.
+
+    Words outside the tokenizer's vocabulary raise a :class:`~.base.VocabularyWarning` (the
+    concept still works through sub-words) and are listed under ``results.warnings``.
+    """
+    concepts = check_concepts(concepts)
+    preserve = [" ".join(p.split()) for p in ([preserve] if isinstance(preserve, str) else list(preserve))]
+    for p in preserve:
+        if not p:
+            raise InputError.bad("--preserve", p, "is empty: every preserved concept needs at least one word")
+    meth = get_method(method, **options)
+    cfg = validate(EraseConfig, model=str(model), concepts=concepts, method=method, preserve=preserve, anchor=anchor,
+                   options=meth.options.model_dump(), seed=seed, preview=preview, device=device, out=str(out))
+    notes: list[str] = []
+    if preserve and not meth.uses_preserve:
+        notes.append(f"--preserve {preserve!r} is not used by --method {method!r}")
+    if anchor is not None and not meth.uses_anchor:
+        notes.append(f"--anchor {anchor!r} is not used by --method {method!r} (ESD erases towards the empty prompt)")
+    for n in notes:
+        warnings.warn(n, UserWarning, stacklevel=2)
+
+    report = Report("erase", cfg)
+    # a resumable method keeps its staging folder (with its checkpoint) when a run fails or is
+    # interrupted, so that ``resume=True`` can continue it
+    with output_dir(cfg.out, overwrite=overwrite, resume=resume or meth.resumable) as stage:
+        if not resume:
+            for child in stage.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        try:
+            _run(report, cfg, meth, concepts, preserve, anchor, notes, stage, resume, progress)
+        except BaseException:
+            if not (stage / CHECKPOINT).is_file():
+                shutil.rmtree(stage, ignore_errors=True)
+            raise
+    return report
+
+
+def _run(report: Report, cfg: EraseConfig, meth, concepts: list[str], preserve: list[str], anchor: str | None,
+         notes: list[str], stage, resume: bool, progress: bool | None) -> None:
+    from ...models import DiffusionModel
+
+    method = cfg.method
+    with report.timer("load"):
+        m = DiffusionModel.load(cfg.model, device=cfg.device)
+    report.add_model("original", m)
+    base_fp = report.models["original"]["fingerprint"]
+    notes += vocabulary_warnings(m.tokenizer, concepts, "--concept")
+    notes += vocabulary_warnings(m.tokenizer, preserve, "--preserve")
+    before_images = _preview(m, concepts + preserve, cfg) if cfg.preview else None
+    touched = meth.touched(m)
+    before = snapshot(touched, "unet")
+    with report.timer("erase"):
+        result = meth.run(m, concepts, preserve=preserve, anchor=anchor if anchor is not None else "", seed=cfg.seed,
+                          progress=progress_enabled(progress), workdir=stage, resume=resume)
+    delta = changed_tensors(m, before)
+    with report.timer("save"):
+        m.pipeline.save_pretrained(str(stage), safe_serialization=True)
+        info = {"method": method, "concepts": concepts, "preserve": preserve, "anchor": anchor,
+                "options": cfg.options}
+        save_delta(stage / DELTA_FILE, delta, base_fingerprint=base_fp, metadata=info)
+    (stage / CHECKPOINT).unlink(missing_ok=True)
+    m.spec = str(cfg.out)
+    report.add_model("erased", m)
+    delta_bytes = (stage / DELTA_FILE).stat().st_size
+    total = sum(p.numel() for p in m.unet.parameters())
+    changed = sum(v.numel() for v in delta.values())
+    report.results = {
+        "method": method, "concepts": concepts, "preserve": preserve, "anchor": anchor,
+        "options": cfg.options, "stats": result.stats,
+        "delta": {"file": DELTA_FILE, "tensors": len(delta), "parameters": changed, "bytes": delta_bytes,
+                  "share_of_unet": changed / max(1, total), "base_fingerprint": base_fp},
+        "erase_seconds": report.timings["erase"], "warnings": notes,
+    }
+    if result.losses:
+        report.results["loss"] = {"first": result.losses[0], "last": result.losses[-1],
+                                  "curve": _downsample(result.losses, 200)}
+    report.artifacts = ["model_index.json", "unet/", "text_encoder/", "tokenizer/", "vae/", "scheduler/", DELTA_FILE]
+    report.summary = [f"erased {', '.join(repr(c) for c in concepts)} with {method} in {report.timings['erase']:.2f}s",
+                      f"changed {len(delta)} tensors ({changed:,} parameters, {changed / max(1, total):.1%} of the UNet); "
+                      f"delta file {delta_bytes / 1e6:.2f} MB"]
+    if notes:
+        report.section("Warnings", "", table=[{"warning": n} for n in notes])
+    if result.losses:
+        from ...report.plots import line_plot
+
+        curve = _smooth(result.losses)
+        png = line_plot({"loss": (list(range(1, len(curve) + 1)), curve)}, title=f"{method} loss (smoothed)",
+                        xlabel="iteration", ylabel="MSE")
+        report.section("Training loss", f"{len(result.losses)} iterations", figures=[(png, "ESD loss")])
+    report.section("Method", meth.description, table=[{"option": k, "value": v} for k, v in cfg.options.items()])
+    if before_images is not None:
+        after_images = _preview(m, concepts + preserve, cfg)
+        scale = auto_scale(before_images.shape[1])
+        figs = []
+        k = cfg.preview
+        for i, prompt in enumerate(concepts + preserve):
+            grid = make_grid(list(before_images[i * k:(i + 1) * k]) + list(after_images[i * k:(i + 1) * k]),
+                             columns=k, scale=scale)
+            role = "erased" if i < len(concepts) else "preserved"
+            figs.append((png_bytes(grid), f"{role}: {prompt!r}: before (top) and after (bottom), seeds {cfg.seed}.."))
+        report.section("Before and after", "Same seeds before and after the edit.", figures=figs)
+    report.write(stage)
+
+
+def _preview(m, prompts: list[str], cfg: EraseConfig):
+    prompts_rep = [p for p in prompts for _ in range(cfg.preview)]
+    seeds = [cfg.seed + j for _ in prompts for j in range(cfg.preview)]
+    return m.generate(prompts_rep, seeds, steps=25).images
+
+
+def _downsample(values: list[float], n: int) -> list[float]:
+    if len(values) <= n:
+        return [round(v, 6) for v in values]
+    step = len(values) / n
+    return [round(values[int(i * step)], 6) for i in range(n)]
+
+
+def _smooth(values: list[float], window: int | None = None) -> list[float]:
+    window = window or max(1, len(values) // 50)
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out

@@ -1,0 +1,245 @@
+"""Concept erasure on tiny random models: ESD, UCE, delta files, the commands and their bad inputs."""
+
+import json
+
+import pytest
+import torch
+
+from sdguard.errors import InputError
+from sdguard.harden.erasure import apply_delta, erase, get_method, method_names, read_delta
+from sdguard.harden.erasure.esd import CHECKPOINT
+from sdguard.harden.erasure.uce import aligned_embeddings, preserve_embeddings
+from sdguard.models import load_model
+
+
+@pytest.fixture
+def model(tiny_random):
+    return tiny_random.copy()
+
+
+def _cross_kv(model):
+    return {k: p for k, p in model.unet.named_parameters() if ".attn2.to_k." in k or ".attn2.to_v." in k}
+
+
+# -- the registry and parameter groups ---------------------------------------------------------
+
+def test_registry_names_every_method():
+    assert {"esd-x", "esd-u", "esd-all", "uce"} <= set(method_names())
+    with pytest.raises(InputError, match="--method 'esd-z'"):
+        get_method("esd-z")
+    with pytest.raises(InputError, match="--iterations is not an option of --method 'uce'"):
+        get_method("uce", iterations=3)
+    with pytest.raises(InputError, match="--eta 0"):
+        get_method("esd-x", eta=0)
+
+
+def test_esd_parameter_groups_follow_the_paper(model):
+    x = set(get_method("esd-x").touched(model))
+    u = set(get_method("esd-u").touched(model))
+    every = set(get_method("esd-all").touched(model))
+    assert x and u and not (x & u)
+    assert all(".attn2." in k for k in x) and x == set(model.parameters("cross_attn"))
+    excluded = every - x - u
+    assert excluded and all(k.startswith(("conv_out.", "conv_norm_out.", "time_embedding.")) for k in excluded)
+    assert every == set(model.parameters("unet"))
+    uce = set(get_method("uce").touched(model))
+    assert uce == set(_cross_kv(model)) and uce < x
+    assert set(get_method("uce", edit_keys=False).touched(model)) == {k for k in uce if ".to_v." in k}
+
+
+# -- partial sampling through the pipeline -----------------------------------------------------
+
+def test_sample_latents_stops_after_k_steps(model):
+    emb = model.encode_prompts(["a red circle"])
+    noise = model.initial_latents([3], model.default_size, model.default_size)
+    full = model.sample_latents(emb, noise, steps=4, guidance=5.0)
+    gen = model.generate(["a red circle"], [3], steps=4, guidance=5.0)
+    assert torch.allclose(full.cpu(), gen.latents, atol=1e-6)
+    assert torch.equal(model.sample_latents(emb, noise, steps=4, stop_after=0).cpu(), noise.cpu())
+    two = model.sample_latents(emb, noise, steps=4, guidance=5.0, stop_after=2)
+    assert two.shape == noise.shape and not torch.allclose(two, full) and not torch.allclose(two, noise)
+    with pytest.raises(InputError, match="stop_after"):
+        model.sample_latents(emb, noise, steps=4, stop_after=5)
+
+
+# -- ESD ---------------------------------------------------------------------------------------
+
+def _esd_gap(model, teacher, concept, eta, seed=0):
+    """Distance of eps_theta(x_t, c, t) to the ESD target on fixed noisy latents."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((6, *model.latent_shape(model.default_size, model.default_size)), generator=g)
+    t = torch.randint(0, 1000, (6,), generator=g)
+    with torch.no_grad():
+        emb = teacher.encode_prompts([concept] * 6)
+        e0 = teacher.predict_noise(x, t, emb.uncond)
+        ec = teacher.predict_noise(x, t, emb.cond)
+        en = model.predict_noise(x, t, emb.cond)
+    return float(((en - (e0 - eta * (ec - e0))) ** 2).mean())
+
+
+def test_esd_x_moves_the_concept_towards_negative_guidance(model):
+    teacher = model.copy()
+    before = _esd_gap(model, teacher, "red circle", 2.0)
+    untouched = {k: p.detach().clone() for k, p in model.unet.named_parameters() if ".attn2." not in k}
+    method = get_method("esd-x", iterations=24, lr=3e-3, eta=2.0, ddim_steps=4, batch_size=4)
+    result = method.run(model, ["red circle"], seed=1)
+    after = _esd_gap(model, teacher, "red circle", 2.0)
+    assert after < 0.5 * before, (before, after)
+    assert len(result.losses) == 24
+    for k, p in model.unet.named_parameters():  # only cross-attention changed
+        if k in untouched:
+            assert torch.equal(p, untouched[k]), k
+
+
+def test_esd_resumes_from_its_checkpoint(tiny_random, tmp_path, monkeypatch):
+    opts = dict(iterations=4, lr=1e-3, ddim_steps=3, checkpoint_every=2)
+    straight = tiny_random.copy()
+    get_method("esd-x", **opts).run(straight, ["red circle", "blue square"], seed=3)
+
+    crashed = tiny_random.copy()
+    calls = {"n": 0}
+    real = crashed.predict_noise
+
+    def flaky(*a, **k):  # the student predicts once per iteration (the teacher is a copy): fail in the third
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(crashed, "predict_noise", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        get_method("esd-x", **opts).run(crashed, ["red circle", "blue square"], seed=3, workdir=tmp_path)
+    assert (tmp_path / CHECKPOINT).is_file()
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["iteration"] == 2
+
+    resumed = tiny_random.copy()
+    result = get_method("esd-x", **opts).run(resumed, ["red circle", "blue square"], seed=3, workdir=tmp_path, resume=True)
+    assert result.stats["resumed_at"] == 2 and len(result.losses) == 4
+    for (k, a), b in zip(straight.unet.named_parameters(), resumed.unet.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    with pytest.raises(InputError, match="--resume"):
+        get_method("esd-x", **{**opts, "eta": 2.0}).run(tiny_random.copy(), ["red circle"], seed=3, workdir=tmp_path,
+                                                         resume=True)
+
+
+# -- UCE ---------------------------------------------------------------------------------------
+
+def test_uce_alignment_starts_at_the_last_word_token(model):
+    c, a = aligned_embeddings(model, "red circle", "")
+    assert c.shape == a.shape and c.shape[0] == model.tokenizer.model_max_length - 2
+    hidden = model.encode_text(model.tokenize(["red circle", ""])).double()
+    assert torch.allclose(c[0], hidden[0, 2]) and torch.allclose(a[0], hidden[1, 0])  # "circle" <-> start token
+    c2, a2 = aligned_embeddings(model, "red", "blue square")
+    red = model.encode_text(model.tokenize(["red"]))[0, 1].detach().double()
+    assert torch.allclose(c2[0], red)  # the concept's only word token
+    assert c2.shape == a2.shape
+
+
+def test_uce_matches_a_least_squares_reference(model):
+    concepts, preserve = ["red circle", "star"], ["blue square", "night sky"]
+    name, w = next(iter(_cross_kv(model).items()))
+    w_old = w.detach().double().clone()
+    pairs = [aligned_embeddings(model, c, "") for c in concepts]
+    c_e = torch.cat([c for c, _ in pairs])
+    c_a = torch.cat([a for _, a in pairs])
+    c_p = torch.cat([preserve_embeddings(model, p) for p in preserve])
+    lamb, s_e, s_p = 0.3, 1.5, 0.7
+    get_method("uce", lamb=lamb, erase_scale=s_e, preserve_scale=s_p).run(model, concepts, preserve=preserve)
+    # slow reference: the ridge regression the closed form solves, as one stacked least-squares problem
+    d = w_old.shape[1]
+    a = torch.cat([s_e ** 0.5 * c_e, s_p ** 0.5 * c_p, lamb ** 0.5 * torch.eye(d, dtype=torch.float64)])
+    b = torch.cat([s_e ** 0.5 * c_a @ w_old.T, s_p ** 0.5 * c_p @ w_old.T, lamb ** 0.5 * w_old.T])
+    ref = torch.linalg.lstsq(a, b).solution.T
+    assert torch.allclose(dict(model.unet.named_parameters())[name].double(), ref, atol=1e-4), name
+
+
+def test_uce_sends_the_concept_to_its_anchor_and_keeps_the_preserved(model):
+    original = model.copy()
+    get_method("uce").run(model, ["red circle"], preserve=["blue square", "a green star"])
+    c, a = aligned_embeddings(original, "red circle", "")
+    p = preserve_embeddings(original, "blue square")
+    new, old = _cross_kv(model), _cross_kv(original)
+    for k in new:
+        w1, w0 = new[k].detach().double(), old[k].detach().double()
+        before = (c @ w0.T - a @ w0.T).norm()
+        after = (c @ w1.T - a @ w0.T).norm()
+        drift = (p @ w1.T - p @ w0.T).norm()
+        assert after < 0.5 * before, k
+        assert drift < 0.5 * (c @ w1.T - c @ w0.T).norm(), k
+
+
+# -- the command, the delta file ----------------------------------------------------------------
+
+def test_erase_writes_a_loadable_model_and_an_applicable_delta(tmp_path, tiny_random):
+    out = tmp_path / "erased"
+    report = erase("builtin:tiny-random", ["red circle"], "uce", preserve=["blue square"], out=out, preview=1)
+    erased = load_model(str(out))
+    assert erased.fingerprint() == report.models["erased"]["fingerprint"] != report.models["original"]["fingerprint"]
+    tensors, meta = read_delta(out)
+    assert set(tensors) == {f"unet.{k}" for k in _cross_kv(tiny_random)}
+    assert meta["base_fingerprint"] == report.models["original"]["fingerprint"] and meta["info"]["method"] == "uce"
+    assert report.results["delta"]["bytes"] < 0.2 * sum(f.stat().st_size for f in (out / "unet").iterdir())
+    patched = apply_delta(tiny_random.copy(), out)
+    assert patched.fingerprint() == erased.fingerprint()
+    with pytest.raises(InputError, match="not the model the delta"):
+        apply_delta(erased, out)
+    with pytest.raises(InputError, match="not an sdguard delta"):
+        read_delta(next((out / "unet").glob("*.safetensors")))
+    data = json.loads((out / "report.json").read_text())
+    assert data["command"] == "erase" and data["config"]["method"] == "uce"
+    assert data["results"]["delta"]["tensors"] == len(tensors) and data["timings"]["erase"] > 0
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_esd_command_records_options_and_leaves_no_checkpoint(tmp_path):
+    out = tmp_path / "esd"
+    report = erase("builtin:tiny-random", ["red circle"], "esd-u", out=out, preview=0, iterations=3, lr=1e-3,
+                   ddim_steps=3, checkpoint_every=1)
+    assert not (out / CHECKPOINT).exists() and not (tmp_path / ".esd.partial").exists()
+    assert report.results["options"]["iterations"] == 3 and report.results["options"]["lr"] == 1e-3
+    assert report.results["loss"]["curve"] and report.results["delta"]["tensors"] > 0
+    assert not any(".attn2." in k for k in read_delta(out)[0])
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+def test_cli_erase_warns_about_words_outside_the_vocabulary(run_cli, tmp_path):
+    code, stdout, stderr = run_cli("erase", "builtin:tiny-random", "--concept", "kandinsky", "--method", "uce",
+                                   "--preview", 0, "--out", tmp_path / "o")
+    assert code == 0, stderr
+    assert "kandinsky" in stderr and "vocabulary" in stderr and "sub-word" in stderr
+    assert "report.html" in stdout and (tmp_path / "o" / "model_index.json").is_file()
+    assert any("kandinsky" in w for w in json.loads((tmp_path / "o" / "report.json").read_text())["results"]["warnings"])
+
+
+BAD = [
+    (["--method", "esd-x", "--eta", "0"], ["--eta", "0"]),
+    (["--method", "esd-x", "--eta", "-1"], ["--eta", "-1"]),
+    (["--method", "esd-u", "--iterations", "0"], ["--iterations", "0"]),
+    (["--method", "esd-x", "--lr", "0"], ["--lr", "0"]),
+    (["--method", "magic"], ["--method", "magic"]),
+    (["--method", "uce", "--iterations", "5"], ["--iterations", "uce"]),
+    (["--method", "uce", "--concept", " "], ["--concept", "empty"]),
+]
+
+
+@pytest.mark.parametrize("args,words", BAD)
+def test_cli_erase_bad_input(run_cli, tmp_path, args, words):
+    code, _, stderr = run_cli("erase", "builtin:tiny-random", "--concept", "red circle", *args, "--out", tmp_path / "o")
+    assert code == 2, stderr
+    line = " ".join(stderr.split())
+    assert all(w in line for w in words), line
+    assert not (tmp_path / "o").exists() and not (tmp_path / ".o.partial").exists()
+
+
+def test_cli_erase_refuses_an_existing_folder_unless_overwrite(run_cli, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ("erase", "builtin:tiny-random", "--concept", "red circle", "--method", "uce", "--preview", 0, "--out", out)
+    code, _, stderr = run_cli(*args)
+    assert code == 2 and "--overwrite" in stderr and "already exists" in stderr, stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    code, _, stderr = run_cli(*args, "--overwrite")
+    assert code == 0, stderr
+    assert not (out / "keep.txt").exists() and (out / "erasure_delta.safetensors").is_file()
