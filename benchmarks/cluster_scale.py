@@ -12,7 +12,8 @@ brute-force reference measured in the same run:
   against all 1M vectors), which holds every pair of every planted group.
 
 Reported per size: time of the approximate clustering (index, pairs, components), peak memory
-(``ru_maxrss`` of a fresh process per run, and the tracemalloc peak of the clustering), recall of
+(``ru_maxrss`` of a fresh process per run, and the tracemalloc peak of the clustering), CPU time
+(on a machine shared with other work, CPU time per thread estimates the wall time on free cores), recall of
 the exact pairs, recall of the planted groups (share recovered whole, as one cluster with
 nothing else in it), and the exact reference's time. Goal (issue 4): 1M in under 2 minutes at
 recall >= 0.99 on 2 cores.
@@ -75,6 +76,13 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads): on a machine shared with other work, cpu / threads
+    is what the wall time would be on free cores."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     return np.unique(lo.astype(np.int64) * n + hi)
@@ -93,7 +101,9 @@ def run_worker(n: int, dim: int, groups: int, threshold: float, threads: int, nl
     rss_data = _maxrss_mb()
 
     # ---- the approximate clustering (what `audit data` runs for large sets)
+    load_before = os.getloadavg()[0]
     tracemalloc.start()
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     index = IVFIndex(x, nlist=nlist, nprobe=nprobe, threads=threads)
     t_index = time.perf_counter() - t0
@@ -113,6 +123,7 @@ def run_worker(n: int, dim: int, groups: int, threshold: float, threads: int, nl
     labels, sizes = rank_components(edges.components())
     t_components = time.perf_counter() - t1
     total = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss_after = _maxrss_mb()
@@ -163,7 +174,9 @@ def run_worker(n: int, dim: int, groups: int, threshold: float, threads: int, nl
         "planted_groups": n_groups, "planted_vectors": int(planted.sum()),
         "index": index.info, "data_seconds": round(t_data, 2),
         "seconds": {"total": round(total, 2), "index": round(t_index, 2), "nearest_sample": round(t_nearest, 2),
-                    "pairs": round(t_pairs, 2), "components": round(t_components, 2)},
+                    "pairs": round(t_pairs, 2), "components": round(t_components, 2), "cpu": round(cpu, 2),
+                    "cpu_per_thread": round(cpu / threads, 2)},
+        "load_average_before": round(load_before, 2),
         "memory_mb": {"data": round(x.nbytes / 2**20, 1), "rss_after_data": round(rss_data, 1),
                       "rss_peak": round(rss_after, 1), "clustering_traced_peak": round(traced_peak / 2**20, 1)},
         "clusters": int(len(sizes)),
@@ -237,7 +250,7 @@ def main() -> int:
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nlist", type=int, default=None)
-    ap.add_argument("--nprobe", type=int, default=6)
+    ap.add_argument("--nprobe", type=int, default=8)
     ap.add_argument("--exact-all-up-to", type=int, default=200_000,
                     help="sizes up to this get the all-pairs exact reference, larger ones the planted-only one")
     ap.add_argument("--world", default=None, help="also check the Must-show on this world folder")
@@ -273,7 +286,8 @@ def main() -> int:
         s, m, rc = r["seconds"], r["memory_mb"], r["recall"]
         print(f"  ivf nlist={r['index']['nlist']} nprobe={r['index']['nprobe']}: {s['total']:.1f} s "
               f"(index {s['index']:.1f}, pairs {s['pairs']:.1f}, components {s['components']:.2f}), "
-              f"{r['clusters']} clusters")
+              f"{r['clusters']} clusters; CPU {s['cpu']:.1f} s = {s['cpu_per_thread']:.1f} s per thread; "
+              f"load average before {r['load_average_before']}")
         print(f"  memory: data {m['data']:.0f} MB, peak RSS {m['rss_peak']:.0f} MB "
               f"(after data {m['rss_after_data']:.0f}), clustering traced peak {m['clustering_traced_peak']:.0f} MB")
         print(f"  recall vs exact pairs {rc['pair_recall_vs_exact']:.4f} ({rc['pairs_found']}/{rc['exact_pairs']}), "

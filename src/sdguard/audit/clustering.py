@@ -13,7 +13,7 @@ Finding every pair above the threshold:
 - ``ivf`` (large sets): an inverted-file partition. The vectors are reduced by PCA to 32
   dimensions, faiss k-means splits them into ``nlist`` cells (``4 * sqrt(n)``), each vector is
   stored in its nearest cell and compared, at full dimension, with the members of its ``nprobe``
-  (6) nearest cells. A near-duplicate pair is missed only when neither vector probes the other's
+  (8) nearest cells. A near-duplicate pair is missed only when neither vector probes the other's
   cell. The comparisons of a cell are one matrix product of its probing vectors by its members
   (BLAS, one thread per cell, cells in parallel): on this project's 2-core machines that ran
   about 20 times faster than faiss ``IndexIVFFlat`` range search (which scans lists vector by
@@ -232,7 +232,7 @@ class IVFIndex:
 
     method = "ivf"
 
-    def __init__(self, x: np.ndarray, nlist: int | None = None, nprobe: int = 6, pca_dim: int = 32,
+    def __init__(self, x: np.ndarray, nlist: int | None = None, nprobe: int = 8, pca_dim: int = 32,
                  threads: int | None = None, seed: int = 0, train_size: int | None = None, block: int = 4096):
         faiss = _faiss()
         n, d = x.shape

@@ -68,5 +68,5 @@ def _tiny():
     # shipped in fp16 to keep the package small; computed in fp32
     from .loading import pretrained_options
 
-    return StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32,
+    return StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32,
                                                    **pretrained_options())
