@@ -2,7 +2,8 @@
 UCE edit (Gandikota et al. 2024), in one run.
 
 Both methods erase the same two concepts in one edit: a planted artwork ("van gogh starry night",
-the world's artwork ``starry_night``) and an artist style ("monet"). For each method and each of
+the world's artwork ``starry_night``) and an artist style ("monet"), with the same preserve list
+(the other artworks and styles: UCE's preserve term, ESD's retain term). For each method and each of
 ``--runs`` runs (seeds 0, 1, ...) the benchmark measures:
 
 - wall time of the erasure itself (the method on an in-memory copy of the model; no loading,
@@ -33,19 +34,22 @@ import time
 from pathlib import Path
 
 ERASE = ["van gogh starry night", "monet"]
-KEEP = ["munch scream", "vermeer pearl earring", "almond blossoming", "hokusai", "picasso"]
+KEEP = ["munch scream", "vermeer pearl earring", "hokusai", "picasso"]
+#: what both methods are told to preserve (UCE's preserve list; ESD's retain term)
+PRESERVE = ["munch scream", "vermeer pearl earring", "hokusai", "picasso", "almond blossoming", "sunflower vase"]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--n", type=int, default=12, help="images per prompt")
-    ap.add_argument("--prompts-per-concept", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--n", type=int, default=8, help="images per prompt")
+    ap.add_argument("--prompts-per-concept", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--world", default=None, help="the world builtin:tiny was trained on (default: made into the cache)")
-    ap.add_argument("--esd-iterations", type=int, default=200)
-    ap.add_argument("--esd-lr", type=float, default=1e-3)
-    ap.add_argument("--esd-ddim-steps", type=int, default=20)
+    ap.add_argument("--model", default="builtin:tiny")
+    ap.add_argument("--esd-iterations", type=int, default=250)
+    ap.add_argument("--esd-lr", type=float, default=5e-4)
+    ap.add_argument("--esd-ddim-steps", type=int, default=10)
     ap.add_argument("--esd-batch-size", type=int, default=1)
     ap.add_argument("--attack-steps", type=int, default=60)
     ap.add_argument("--no-attack", action="store_true")
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not tiny_available():
+    if args.model == "builtin:tiny" and not tiny_available():
         print("builtin:tiny is not installed; build it with: sdguard data make-world world && "
               "sdguard model train-tiny --world world --out src/sdguard/builtin/tiny", file=sys.stderr)
         return 2
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     kw = dict(prompts_per_concept=args.prompts_per_concept, n=args.n)
     erase = [resolve_concept(c, world, **kw) for c in ERASE]
     keep = [resolve_concept(c, world, **kw) for c in KEEP]
-    original = load_model("builtin:tiny")
+    original = load_model(args.model)
     gen = dict(steps=args.steps, guidance=7.5, batch_size=32)
     base = {c.text: measure(original, c, detector, **gen) for c in erase + keep}
     scenes = scene_prompts(world, 16)
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             model = original.copy()
             method = get_method(name, **opts)
             t0 = time.perf_counter()
-            method.run(model, ERASE, seed=r)
+            method.run(model, ERASE, preserve=PRESERVE, seed=r)
             wall = time.perf_counter() - t0
             after = {c.text: measure(model, c, detector, **gen) for c in erase + keep}
             util = attribute_accuracy(probes, model.generate(up, useeds, **gen).images, truth)["mean"]
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     goals = {name: dict(zip(("efficacy_at_most_10pct", "retention_at_least_90pct"), meets(name))) for name in summary}
     goals["uce_100x_faster"] = bool(speedup and speedup >= 100)
     result = {
-        "benchmark": "erasure", "model": "builtin:tiny", "erase": ERASE, "keep": KEEP,
+        "benchmark": "erasure", "model": args.model, "erase": ERASE, "keep": KEEP, "preserve": PRESERVE,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "original": {"presence": {k: m.rate for k, m in base.items()}, "utility": util0,
                      "images_per_concept": {k: len(m.flags) for k, m in base.items()}},

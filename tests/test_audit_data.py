@@ -287,7 +287,7 @@ def world(tmp_path_factory):
 def test_world_duplicates_words_and_cooccurrence(world, tmp_path):
     root, truth = world
     for group in truth["duplicates"]:
-        res_report = audit_data(root, group["keywords"], out=tmp_path / group["name"])
+        res_report = audit_data(root, group["keywords"], out=tmp_path / group["name"], grid_clusters=0)
         table = pq.read_table(tmp_path / group["name"] / "clusters.parquet").to_pydict()
         score = score_groups(table["file_name"], table["cluster_id"], {group["name"]: group["files"]})[0]
         assert score["precision"] >= 0.95 and score["recall"] >= 0.95, (group["name"], score)
@@ -295,8 +295,8 @@ def test_world_duplicates_words_and_cooccurrence(world, tmp_path):
         top = {w["word"] for w in cluster["top_words"]}
         assert {w for k in group["keywords"] for w in k.split()} <= top, (group["name"], top)
     for case in truth["cooccurrence"]:
-        co = audit_data(root, case["keywords"], out=tmp_path / "co").results["cooccurrence"]
+        co = audit_data(root, case["keywords"], out=tmp_path / "co", grid_clusters=0).results["cooccurrence"]
         assert abs(co["dominant_share"] - case["dominant_share"]) <= 0.05, (case, co)
     for case in truth["spread"]:
-        co = audit_data(root, [case["keyword"]], out=tmp_path / "spread").results["cooccurrence"]
+        co = audit_data(root, [case["keyword"]], out=tmp_path / "spread", grid_clusters=0).results["cooccurrence"]
         assert abs(co["dominant_share"] - case["dominant_share"]) <= 0.05, (case, co)
