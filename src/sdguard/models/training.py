@@ -121,6 +121,16 @@ def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 400, une
                         "rng": gen.get_state(), "state": state}, tmp)
             tmp.replace(ckpt)
 
+        def end_step(stage_name: str, loss: torch.Tensor) -> None:
+            """Count the step; log the loss every 25 steps, checkpoint every ``checkpoint_every``."""
+            state["step"] += 1
+            if state["step"] % 25 == 0:
+                _log(state, stage, {"step": state["step"], "stage": stage_name, "loss": loss.item()}, t_start)
+            if state["step"] % cfg.checkpoint_every == 0:
+                state["elapsed"] = time.perf_counter() - t_start
+                save_checkpoint()
+            bar.advance()
+
         total = cfg.vae_steps + cfg.unet_steps
         n = len(texts)
         alphas = torch.as_tensor(pipe.scheduler.alphas_cumprod, dtype=torch.float32)
@@ -141,13 +151,7 @@ def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 400, une
                 vae_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 vae_opt.step()
-                state["step"] += 1
-                if state["step"] % 25 == 0:
-                    _log(state, stage, {"step": state["step"], "stage": "vae", "loss": loss.item()}, t_start)
-                if state["step"] % cfg.checkpoint_every == 0:
-                    state["elapsed"] = time.perf_counter() - t_start
-                    save_checkpoint()
-                bar.advance()
+                end_step("vae", loss)
             pipe.vae.eval().requires_grad_(False)
             # latents of the whole world (posterior mean and std), and the scaling factor
             with torch.no_grad():
@@ -187,13 +191,7 @@ def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 400, une
                     decay = min(cfg.ema_decay, (1 + step) / (10 + step))
                     for pe, p in zip(ema.parameters(), pipe.unet.parameters()):
                         pe.lerp_(p, 1 - decay)
-                state["step"] += 1
-                if state["step"] % 25 == 0:
-                    _log(state, stage, {"step": state["step"], "stage": "unet", "loss": loss.item()}, t_start)
-                if state["step"] % cfg.checkpoint_every == 0:
-                    state["elapsed"] = time.perf_counter() - t_start
-                    save_checkpoint()
-                bar.advance()
+                end_step("unet", loss)
         elapsed = time.perf_counter() - t_start
         pipe.unet.load_state_dict(ema.state_dict())
         pipe.unet.eval()
