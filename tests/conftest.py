@@ -27,3 +27,13 @@ def run_cli(capsys):
         return code, cap.out, cap.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def default_world(tmp_path_factory):
+    """The world builtin:tiny was trained on (made once per test session)."""
+    from sdguard.data import WORLD_DEFAULTS, make_world
+
+    root = tmp_path_factory.mktemp("default_world") / "world"
+    make_world(root, **WORLD_DEFAULTS)
+    return root

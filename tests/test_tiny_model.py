@@ -13,14 +13,12 @@ pytestmark = pytest.mark.skipif(not tiny_available(), reason="builtin:tiny weigh
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory):
+def measured(default_world):
     from sdguard.audit.world_check import check_world_model
-    from sdguard.data import WORLD_DEFAULTS, load_world, make_world
+    from sdguard.data import load_world
     from sdguard.models import load_model
 
-    root = tmp_path_factory.mktemp("world") / "default"
-    make_world(root, **WORLD_DEFAULTS)
-    return check_world_model(load_model("builtin:tiny"), load_world(root))
+    return check_world_model(load_model("builtin:tiny"), load_world(default_world))
 
 
 def test_most_duplicated_artwork_comes_back(measured):

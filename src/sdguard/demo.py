@@ -16,7 +16,7 @@ from .models.builtin import tiny_available
 from .report import Report
 
 
-def demo(out: str | Path = "demo-out", *, overwrite: bool = False, n: int = 64, top_clusters: int = 3,
+def demo(out: str | Path = "demo-out", *, overwrite: bool = False, n: int = 32, top_clusters: int = 3,
          progress: bool | None = None) -> Report:
     """Run the demo into ``out`` and return the index report (see the module docstring)."""
     from .audit.dataset_replication import audit_data

@@ -9,7 +9,8 @@ external service:
 - ``short_related``: the cluster's shortest caption (it holds the keywords);
 - ``long_related``: the cluster's longest caption;
 - ``unrelated_with_keywords``: a caption from outside the cluster, followed by the keywords;
-- ``long_without_keyword``: the cluster's longest caption with its main keyword removed;
+- ``long_without_keyword``: the cluster's longest caption with its main keywords (those in at
+  least 90% of the cluster's captions) removed;
 
 plus ``control`` prompts: captions of other images that share no keyword with the cluster, which
 should replicate at about 0.
@@ -73,7 +74,12 @@ def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str
     if unrelated_pool:
         base = unrelated_pool[int(rng.integers(len(unrelated_pool)))]
         specs.append(PromptSpec(f"{base} {' '.join(keywords)}", "unrelated_with_keywords", cluster, keywords))
-    without = _without(by_len[-1], keywords[0])
+    # the main keywords: those in at least 90% of the cluster's captions (else the most frequent)
+    share = {k: np.mean([k in _words(c) for c in captions]) for k in keywords}
+    main = [k for k in keywords if share[k] >= 0.9] or [max(keywords, key=lambda k: share[k])]
+    without = by_len[-1]
+    for k in main:
+        without = _without(without, k)
     if without.strip() and without != by_len[-1]:
         specs.append(PromptSpec(without, "long_without_keyword", cluster, keywords))
     return specs

@@ -15,7 +15,7 @@ def erase(
     model: str = typer.Argument(..., help="builtin:NAME, a diffusers folder, a .safetensors file or a hub id"),
     concept: List[str] = typer.Option(..., "--concept", help="a concept to erase (repeat for several)"),
     method: str = typer.Option(..., "--method", help="esd-x, esd-u, esd-all or uce"),
-    preserve: List[str] = typer.Option([], "--preserve", help="uce: a concept to keep (repeat for several)"),
+    preserve: List[str] = typer.Option([], "--preserve", help="a concept to keep (uce: preserve term; esd: retain term)"),
     anchor: Optional[str] = typer.Option(None, "--anchor", help="uce: what erased concepts map to (default: the empty prompt)"),
     eta: Optional[float] = typer.Option(None, "--eta", help="esd: negative guidance (paper: 1.0)"),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="esd: training iterations (paper: 1000)"),
@@ -23,9 +23,11 @@ def erase(
     start_guidance: Optional[float] = typer.Option(None, "--start-guidance", help="esd: guidance of the partial sampling (paper: 3)"),
     ddim_steps: Optional[int] = typer.Option(None, "--ddim-steps", help="esd: DDIM steps of the partial sampling (paper: 50)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="esd: latents per iteration (paper: 1)"),
+    preserve_weight: Optional[float] = typer.Option(None, "--preserve-weight", help="esd: weight of the retain term on --preserve prompts (0: the paper's ESD)"),
     lamb: Optional[float] = typer.Option(None, "--lamb", help="uce: weight of the old projection (paper code: 0.5)"),
     erase_scale: Optional[float] = typer.Option(None, "--erase-scale", help="uce: weight of the erased concepts (1)"),
     preserve_scale: Optional[float] = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved ones"),
+    expand: Optional[bool] = typer.Option(None, "--expand/--no-expand", help="uce: also erase the paper code's art templates"),
     seed: int = typer.Option(0, help="seed of the random draws (esd) and of the preview images"),
     preview: int = typer.Option(4, help="preview images per concept before and after (0: none)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, mps (default: best available)"),
@@ -37,7 +39,8 @@ def erase(
     from ..harden.erasure import erase as run
 
     given = dict(eta=eta, iterations=iterations, lr=lr, start_guidance=start_guidance, ddim_steps=ddim_steps,
-                 batch_size=batch_size, lamb=lamb, erase_scale=erase_scale, preserve_scale=preserve_scale)
+                 batch_size=batch_size, preserve_weight=preserve_weight, lamb=lamb, erase_scale=erase_scale,
+                 preserve_scale=preserve_scale, expand=expand)
     options = {k: v for k, v in given.items() if v is not None}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,0 +1,59 @@
+"""The generation audit on builtin:tiny finds what was planted (Somepalli et al. 2023's pattern).
+
+Measured effects with margins: the planted artwork replicates from its keyword and related
+prompts far more than from the other kinds, control prompts do not replicate, the object keyword
+brings the flag significantly more often than controls, and cliques flag the artwork, no control.
+"""
+
+import pytest
+
+from sdguard.models.builtin import tiny_available
+
+pytestmark = pytest.mark.skipif(not tiny_available(), reason="builtin:tiny weights are not in the package")
+
+
+@pytest.fixture(scope="module")
+def audit(default_world, tmp_path_factory):
+    from sdguard.audit.dataset_replication import audit_data
+    from sdguard.audit.generation_replication import audit_generations
+
+    tmp = tmp_path_factory.mktemp("gat")
+    audit_data(default_world, out=tmp / "data", set_aside_largest=False)
+    report = audit_generations("builtin:tiny", str(default_world), clusters=str(tmp / "data"), out=str(tmp / "gen"),
+                               n=16, batch_size=64, top_clusters=3, controls=3, object_keyword="astronaut",
+                               object_name="flag", detector="world")
+    return report.results
+
+
+def _suite(results, word):
+    rows = [r for r in results["prompts"] if r["cluster"] is not None and word in r["prompt"].split()
+            and r["kind"] == "keywords"]
+    assert rows, f"no cluster suite for '{word}'"
+    cluster = rows[0]["cluster"]
+    return {r["kind"]: r for r in results["prompts"] if r["cluster"] == cluster}
+
+
+def test_planted_artwork_replicates_by_prompt_kind(audit):
+    suite = _suite(audit, "gogh")
+    assert suite["keywords"]["replication_rate"] >= 0.5
+    assert suite["short_related"]["replication_rate"] >= 0.5
+    strongest = max(suite[k]["replication_rate"] for k in ("keywords", "short_related", "long_related"))
+    assert strongest >= suite["long_without_keyword"]["replication_rate"] + 0.3
+
+
+def test_controls_do_not_replicate(audit):
+    controls = [r for r in audit["prompts"] if r["kind"] == "control"]
+    assert len(controls) == 3
+    assert all(r["replication_rate"] <= 0.1 for r in controls), controls
+    assert not any(r["extraction_flagged"] for r in controls)
+
+
+def test_object_keyword_brings_the_object(audit):
+    o = audit["object"]
+    assert o["keyword_share"] >= 3 * o["control_share"] and o["keyword_share"] >= 0.1, o
+    assert o["fisher_p"] < 0.01, o
+
+
+def test_cliques_flag_the_planted_artwork(audit):
+    suite = _suite(audit, "gogh")
+    assert suite["keywords"]["extraction_flagged"] and suite["keywords"]["clique_size"] >= 10
