@@ -130,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                         g = model.generate([p] * len(idx), [b.seeds[i] for i in idx], prompt_embeddings=PromptEmbeddings(
                             res.cond, res.uncond), **gen)
                         found += list(detector(c, g.images))
-                    row["attack"][c.text] = {"targets": len(hits), "success_rate": float(np.mean(found)),
-                                             "no_attack_rate": float(np.mean([after[c.text].flags[i] for i in hits]))}
+                    plain = [bool(after[c.text].flags[i]) for i in hits]
+                    row["attack"][c.text] = {"targets": len(hits), "no_attack_rate": float(np.mean(plain)),
+                                             "adversarial_prompt_rate": float(np.mean(found)),
+                                             "success_rate": float(np.mean([a or b for a, b in zip(found, plain)]))}
             runs[name].append(row)
             print(f"{name} run {r}: {wall:.3f}s, " + ", ".join(
                 f"{k} {v:.0%}" if v is not None else f"{k} n/a" for k, v in row["ratio"].items()) + f", utility {util:.0%}"

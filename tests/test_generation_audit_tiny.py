@@ -18,9 +18,9 @@ def audit(default_world, tmp_path_factory):
     from sdguard.audit.generation_replication import audit_generations
 
     tmp = tmp_path_factory.mktemp("gat")
-    audit_data(default_world, out=tmp / "data", set_aside_largest=False)
+    audit_data(default_world, ["van gogh"], out=tmp / "data")  # the clusters behind the keyword
     report = audit_generations("builtin:tiny", str(default_world), clusters=str(tmp / "data"), out=str(tmp / "gen"),
-                               n=16, batch_size=64, top_clusters=3, controls=3, object_keyword="astronaut",
+                               n=16, batch_size=64, top_clusters=1, controls=3, object_keyword="astronaut",
                                object_name="flag", detector="world")
     return report.results
 
