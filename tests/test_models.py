@@ -117,3 +117,15 @@ def test_device_resolution_prefers_cpu_here():
     assert resolve_dtype(torch.device("cuda")) == torch.float16
     with pytest.raises(InputError, match="--device"):
         resolve_device("gpu7")
+
+
+def test_guided_noise_is_classifier_free_guidance(tiny_random):
+    emb = tiny_random.encode_prompts(["a red circle", "night sky"])
+    z = tiny_random.initial_latents([0, 1], 32, 32)
+    t = torch.tensor([100, 700])
+    cond = tiny_random.predict_noise(z, t, emb.cond)
+    uncond = tiny_random.predict_noise(z, t, emb.uncond)
+    torch.testing.assert_close(tiny_random.guided_noise(z, t, emb, 1.0), cond, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(tiny_random.guided_noise(z, 100, emb, 0.0)[0], tiny_random.predict_noise(z, 100, emb.uncond)[0],
+                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(tiny_random.guided_noise(z, t, emb, 3.0), uncond + 3.0 * (cond - uncond), atol=1e-4, rtol=1e-4)

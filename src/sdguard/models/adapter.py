@@ -166,8 +166,9 @@ class DiffusionModel:
 
     def guided_noise(self, latents: torch.Tensor, timesteps, embeddings: PromptEmbeddings, guidance: float) -> torch.Tensor:
         """Classifier-free guidance: eps_u + g (eps_c - eps_u)."""
-        both = self.predict_noise(torch.cat([latents, latents]), timesteps if not torch.is_tensor(timesteps) or timesteps.ndim == 0 else torch.cat([timesteps, timesteps]),
-                                  torch.cat([embeddings.uncond, embeddings.cond]))
+        if torch.is_tensor(timesteps) and timesteps.ndim == 1:  # one timestep per latent: repeat for both halves
+            timesteps = torch.cat([timesteps, timesteps])
+        both = self.predict_noise(torch.cat([latents, latents]), timesteps, torch.cat([embeddings.uncond, embeddings.cond]))
         eps_u, eps_c = both.chunk(2)
         return eps_u + guidance * (eps_c - eps_u)
 
