@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import SdguardError
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="sdguard")  # standalone: usage errors print and exit 2
     except SdguardError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
