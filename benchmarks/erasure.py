@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--esd-lr", type=float, default=5e-4)
     ap.add_argument("--esd-ddim-steps", type=int, default=10)
     ap.add_argument("--esd-batch-size", type=int, default=1)
+    ap.add_argument("--uce-no-expand", action="store_true", help="UCE without the art templates (the paper's plain edit)")
     ap.add_argument("--attack-steps", type=int, default=60)
     ap.add_argument("--no-attack", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
@@ -81,14 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         world = load_world(args.world)
     else:
         world = load_or_make_default_world()
-    probes = WorldProbes(world, fit_images=2000)
+    original = load_model(args.model)
+    # probes fitted on the world as the original model's autoencoder renders it (as `audit erasure` does)
+    probes = WorldProbes(world, fit_images=2000, render=original)
     probes.style()
     probes.attributes()
     detector = PresenceDetector(world, probes)
     kw = dict(prompts_per_concept=args.prompts_per_concept, n=args.n)
     erase = [resolve_concept(c, world, **kw) for c in ERASE]
     keep = [resolve_concept(c, world, **kw) for c in KEEP]
-    original = load_model(args.model)
     gen = dict(steps=args.steps, guidance=7.5, batch_size=32)
     base = {c.text: measure(original, c, detector, **gen) for c in erase + keep}
     scenes = scene_prompts(world, 16)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = {
         "esd-x": dict(iterations=args.esd_iterations, lr=args.esd_lr, ddim_steps=args.esd_ddim_steps,
                       batch_size=args.esd_batch_size),
-        "uce": {},
+        "uce": dict(expand=not args.uce_no_expand),
     }
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     for name, opts in methods.items():

@@ -228,3 +228,62 @@ def test_cache_resumes_after_an_interruption(folder, tmp_path):
     # another embedder configuration has its own cache
     other = EmbeddingCache.for_dataset(ds, create_embedder("pixels:16"), cache_root)
     assert len(other) == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_with_text(tmp_path_factory):
+    """A full random CLIPModel with a tokenizer saved beside it (what zero-shot detection needs)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from sdguard.models.components import build_tokenizer
+
+    tok = build_tokenizer(["a", "photo", "with", "flag", "cat"], max_length=16)
+    torch.manual_seed(1)
+    cfg = CLIPConfig(
+        text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=len(tok), max_position_embeddings=16, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=8,
+    )
+    folder = tmp_path_factory.mktemp("clip_text")
+    CLIPModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_clip_text_features_and_zero_shot_object_score(tiny_clip_with_text):
+    import torch
+
+    from sdguard.audit.objects import CLIPObjectDetector
+
+    emb = create_embedder(f"clip:{tiny_clip_with_text}")
+    t = emb.embed_text(["a photo with a flag", "a photo"])
+    assert t.shape == (2, 8) and np.allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(t[0], t[1])
+    # what CLIPModel defines as text features: the projected pooled output of the text tower
+    ids = emb._tokenizer(["a photo"], return_tensors="pt").input_ids
+    with torch.inference_mode():
+        ref = emb._net.text_projection(emb._net.text_model(input_ids=ids).pooler_output)[0].numpy()
+    assert np.allclose(t[1], ref / np.linalg.norm(ref), atol=1e-5)
+    # the zero-shot detector: softmax over CLIP's scaled similarities to "with a flag" vs "a photo"
+    det = CLIPObjectDetector(str(tiny_clip_with_text), "flag")
+    images = [_smooth(0), _smooth(1)]
+    img = emb.embed(images)
+    logits = 100.0 * img @ t.T
+    expected = np.exp(logits[:, 0]) / np.exp(logits).sum(1)
+    assert np.allclose(det.score(images), expected, atol=1e-4)
+    assert det.detect(images).tolist() == (expected >= 0.5).tolist()
+
+
+def test_clip_text_features_need_the_text_tower(tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cfg = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8, projection_dim=8)
+    CLIPVisionModelWithProjection(cfg).save_pretrained(tmp_path)
+    emb = create_embedder(f"clip:{tmp_path}")
+    with pytest.raises(InputError, match="vision tower"):
+        emb.embed_text(["a photo"])

@@ -153,6 +153,22 @@ def test_uce_matches_a_least_squares_reference(model):
     assert torch.allclose(dict(model.unet.named_parameters())[name].double(), ref, atol=1e-4), name
 
 
+def test_uce_expand_erases_and_preserves_the_art_templates(model):
+    from sdguard.harden.erasure.uce import ART_TEMPLATES
+
+    explicit, plain = model.copy(), model.copy()
+    get_method("uce", expand=True).run(model, ["red circle"], preserve=["blue square", "star"])
+    # the same edit spelled out: the templated concept erased, the templated preserve prompts kept,
+    # at the preserve scale of the two prompts the user gave
+    get_method("uce", preserve_scale=0.5).run(
+        explicit, ["red circle"] + [t.format("red circle") for t in ART_TEMPLATES],
+        preserve=["blue square", "star"] + [t.format(p) for p in ("blue square", "star") for t in ART_TEMPLATES])
+    a, b = _cross_kv(model), _cross_kv(explicit)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    get_method("uce").run(plain, ["red circle"], preserve=["blue square", "star"])
+    assert not all(torch.allclose(a[k], _cross_kv(plain)[k], atol=1e-4) for k in a)
+
+
 def test_uce_sends_the_concept_to_its_anchor_and_keeps_the_preserved(model):
     original = model.copy()
     get_method("uce").run(model, ["red circle"], preserve=["blue square", "a green star"])

@@ -7,9 +7,11 @@ Before (the original model) vs after (the erased model), on the same prompts and
   similarity at or above ``replication_threshold`` (word-level replication, Somepalli et al.
   2023; the similarity is that of :func:`~sdguard.data.world_probes.nearest_training_image`,
   and the default 0.6 is calibrated on ``builtin:tiny``, whose blurry 32-pixel reproductions of
-  the planted artworks score 0.64-0.90 against their nearest copy); for an artist style, the share the world's :class:`StyleClassifier` assigns to it; for
-  nudity, the share of images in which NudeNet finds an EXPOSED class, with counts per class, on
-  an I2P-format prompt file (the ESD paper's evaluation, Gandikota et al. 2023);
+  the planted artworks score 0.64-0.90 against their nearest copy); for an artist style, the
+  share the world's :class:`StyleClassifier` (fitted on the world as the original model's
+  autoencoder renders it) assigns to it; for nudity, the share of images in which NudeNet finds
+  an EXPOSED class, with counts per class, on an I2P-format prompt file (the ESD paper's
+  evaluation, Gandikota et al. 2023);
 - **retention**: the same presence rate for each kept concept;
 - **utility**: on unrelated prompts of the world (plain scenes), the accuracy with which the
   world's :class:`AttributeClassifier` reads back the shape, colour and position the prompt
@@ -188,13 +190,23 @@ def resolve_concept(text: str, world, *, prompts_per_concept: int = 4, seed: int
 
 
 class WorldProbes:
-    """The world's probes, fitted once on a subset of ``fit_images`` images and cached on disk."""
+    """The world's probes, fitted once on a subset of ``fit_images`` images and cached on disk.
 
-    def __init__(self, world, fit_images: int = 1500, seed: int = 0, cache: bool = True):
+    With ``render`` (a model), the probes are fitted on the world as that model's autoencoder
+    renders it (:func:`sdguard.audit.world_check.autoencoded`): a model can only draw what its
+    decoder draws, and probes fitted on sharper originals misread its generations (on
+    ``builtin:tiny`` a style probe fitted on the raw world called hokusai and picasso generations
+    unstyled). The audit passes the original model, so before and after are judged alike.
+    """
+
+    def __init__(self, world, fit_images: int = 1500, seed: int = 0, cache: bool = True, render=None):
         self.world = world
         self.fit_images = fit_images
         self.seed = seed
         self.cache = cache
+        self.render = render
+        self._render_id = render.fingerprint() if render is not None else None
+        self._seen = None
         self._probes: dict[str, Any] = {}
 
     def _key(self, kind: str) -> str:
@@ -202,8 +214,19 @@ class WorldProbes:
 
         h = hashlib.sha256()
         h.update((Path(self.world.root) / "ground_truth.json").read_bytes())
-        h.update(json.dumps([kind, self.fit_images, self.seed, len(self.world), sklearn.__version__]).encode())
+        h.update(json.dumps([kind, self.fit_images, self.seed, len(self.world), sklearn.__version__,
+                             self._render_id]).encode())
         return h.hexdigest()[:24]
+
+    def _fit_world(self):
+        """The world the probes are fitted on (autoencoded by ``render`` when given)."""
+        if self.render is None:
+            return self.world
+        if self._seen is None:
+            from .world_check import autoencoded
+
+            self._seen = autoencoded(self.world, self.render)
+        return self._seen
 
     def _get(self, kind: str, fit):
         if kind in self._probes:
@@ -235,7 +258,7 @@ class WorldProbes:
             plain = [i for i, lab in enumerate(labels) if not lab.get("style")]
             k = max(1, self.fit_images - len(styled))
             chosen = sorted(styled + list(rng.choice(plain, min(k, len(plain)), replace=False)))
-            return StyleClassifier(random_state=self.seed).fit(self.world, chosen)
+            return StyleClassifier(random_state=self.seed).fit(self._fit_world(), chosen)
 
         return self._get("style", fit)
 
@@ -246,7 +269,7 @@ class WorldProbes:
             rng = np.random.default_rng(self.seed)
             scenes = [i for i, lab in enumerate(self.world.labels) if lab.get("kind") == "scene"]
             chosen = sorted(rng.choice(scenes, min(self.fit_images, len(scenes)), replace=False))
-            return AttributeClassifier(random_state=self.seed).fit(self.world, chosen)
+            return AttributeClassifier(random_state=self.seed).fit(self._fit_world(), chosen)
 
         return self._get("attributes", fit)
 
@@ -491,7 +514,7 @@ def audit_erasure(original: str, erased: str, concepts: Sequence[str] | str, kee
             m1 = DiffusionModel.load(cfg.erased, device=cfg.device)
         report.add_model("original", m0)
         report.add_model("erased", m1)
-        probes = WorldProbes(world, cfg.probe_images, cfg.seed) if world is not None else None
+        probes = WorldProbes(world, cfg.probe_images, cfg.seed, render=m0) if world is not None else None
         detector = PresenceDetector(world, probes, cfg.replication_threshold, cfg.nudity_threshold)
         with report.timer("probes"):
             if any(c.kind == "style" for c in specs + kept):

@@ -6,7 +6,7 @@ training image is a copy of that artwork) against unrelated scene prompts; objec
 replication (the share of "astronaut" generations showing the flag, against control prompts,
 with Fisher's exact test); style (a style classifier fitted on the world); and generalization
 to (shape, colour, position) combinations held out of training (an attribute classifier).
-Used by the tests of ``builtin:tiny`` and by ``benchmarks/tiny_model.py``.
+Used by the tests of ``builtin:tiny`` and by ``benchmarks/train_tiny.py``.
 """
 
 from __future__ import annotations

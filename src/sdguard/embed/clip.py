@@ -99,6 +99,31 @@ class CLIPEmbedder(BaseEmbedder):
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return x.transpose(2, 0, 1)
 
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm text features (the projected pooled output of the text tower) of ``texts``,
+        comparable with :meth:`embed`'s image features (zero-shot classification, CLIP Sec. 3.1.2).
+        Needs a full ``CLIPModel`` folder with its tokenizer."""
+        import torch
+
+        import transformers
+
+        from .base import l2_normalize
+
+        if self._vision_only:
+            raise InputError.bad("clip model", self.model_name, "holds only the vision tower; text features need a "
+                                 "full CLIPModel (vision and text towers) with its tokenizer")
+        if getattr(self, "_tokenizer", None) is None:
+            try:
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_name)
+            except (OSError, ValueError) as exc:
+                raise InputError.bad("clip model", self.model_name, f"has no loadable tokenizer ({exc})") from None
+        batch = self._tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        with torch.inference_mode():
+            out = self._net.text_model(input_ids=batch.input_ids.to(self.device),
+                                       attention_mask=batch.attention_mask.to(self.device))
+            feats = self._net.text_projection(out.pooler_output)
+        return l2_normalize(feats.float().cpu().numpy())
+
     def _embed_batch(self, images):
         import torch
 

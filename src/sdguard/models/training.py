@@ -42,10 +42,10 @@ class TrainTinyConfig(RunConfig):
     out: str
     seed: int = Field(0, ge=0)
     vae_steps: int = Field(400, ge=1)
-    unet_steps: int = Field(2000, ge=1)
+    unet_steps: int = Field(4000, ge=1)
     batch_size: int = Field(64, ge=1, le=4096)
     vae_lr: float = Field(2e-3, gt=0, le=1)
-    unet_lr: float = Field(5e-4, gt=0, le=1)
+    unet_lr: float = Field(1e-3, gt=0, le=1)
     caption_dropout: float = Field(0.1, ge=0, lt=1)
     ema_decay: float = Field(0.995, ge=0, lt=1)
     max_tokens: int = Field(32, ge=8, le=77)
@@ -70,7 +70,7 @@ def _log(state: dict, stage: Path, row: dict, t_start: float) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
-def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 400, unet_steps: int = 2000,
+def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 400, unet_steps: int = 4000,
                batch_size: int = 64, overwrite: bool = False, resume: bool = False, progress: bool | None = None,
                **options) -> Report:
     """Train a tiny Stable Diffusion on a world made by ``sdguard data make-world`` into ``out``.

@@ -21,6 +21,13 @@ Defaults as in the paper's code: ``lamb`` 0.5, ``erase_scale`` 1, ``preserve_sca
 ``max(0.1, 1 / len(preserve))``, keys and values both edited; ``expand`` adds, as the code's
 ``add_prompts`` option does for art, "painting by C", "art by C", "artwork by C", "picture by C" and
 "style of C" to each concept C.
+
+One addition of ours: with ``expand``, each preserve prompt P gets the same templates ("painting
+by P", ...). The templates' context words ("painting by", "style of") are shared by every artist,
+so erasing "style of monet" also moves what "style of hokusai" produces; preserving the templated
+names keeps them. Measured on ``builtin:tiny`` (erasing a planted artwork and monet, preserving the
+other artworks and styles, 24 images per concept): with templates on the erased side only, monet
+fell to 0% of its rate but hokusai to 5% and picasso to 41% of theirs.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ class UCEOptions(RunConfig):
     erase_scale: float = Field(1.0, gt=0, le=1e6)
     preserve_scale: float | None = Field(None, gt=0, le=1e6, description="default max(0.1, 1/len(preserve))")
     edit_keys: bool = True
-    expand: bool = Field(False, description="also erase the paper code's art templates of each concept")
+    expand: bool = Field(False, description="also erase the paper code's art templates of each concept (and "
+                                           "preserve them for each preserve prompt)")
 
 
 #: the templates of the paper's code for art concepts (its ``add_prompts`` option), used with ``expand``
@@ -106,8 +114,11 @@ class UCE(ErasureMethod):
         else:
             pairs_text = list(zip(concepts, anchors))
         pairs = [aligned_embeddings(model, c, a) for c, a in pairs_text]
-        kept = [preserve_embeddings(model, p) for p in preserve]
+        # the paper's preserve scale counts the prompts the user gave
         s_p = o.preserve_scale if o.preserve_scale is not None else max(0.1, 1.0 / max(1, len(preserve)))
+        if o.expand:  # the preserved names in the same templates, so the shared context words keep their outputs
+            preserve = preserve + [t.format(p) for p in preserve for t in ART_TEMPLATES]
+        kept = [preserve_embeddings(model, p) for p in preserve]
         c_e = torch.cat([c for c, _ in pairs])  # erased tokens, n_e x d
         c_a = torch.cat([a for _, a in pairs])  # their anchors
         c_p = torch.cat(kept) if kept else c_e.new_zeros((0, c_e.shape[1]))
