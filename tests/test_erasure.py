@@ -157,7 +157,7 @@ def test_uce_expand_erases_and_preserves_the_art_templates(model):
     from sdguard.harden.erasure.uce import ART_TEMPLATES
 
     explicit, plain = model.copy(), model.copy()
-    get_method("uce", expand=True).run(model, ["red circle"], preserve=["blue square", "star"])
+    get_method("uce", expand=True, expand_preserve=True).run(model, ["red circle"], preserve=["blue square", "star"])
     # the same edit spelled out: the templated concept erased, the templated preserve prompts kept,
     # at the preserve scale of the two prompts the user gave
     get_method("uce", preserve_scale=0.5).run(

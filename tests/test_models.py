@@ -129,3 +129,23 @@ def test_guided_noise_is_classifier_free_guidance(tiny_random):
     torch.testing.assert_close(tiny_random.guided_noise(z, 100, emb, 0.0)[0], tiny_random.predict_noise(z, 100, emb.uncond)[0],
                                atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(tiny_random.guided_noise(z, t, emb, 3.0), uncond + 3.0 * (cond - uncond), atol=1e-4, rtol=1e-4)
+
+
+def test_prediction_target_follows_the_parameterization():
+    from sdguard.models.components import TinyConfig
+
+    tok = build_tokenizer(["red", "circle"])
+    eps_model = DiffusionModel(build_pipeline(tok, TinyConfig()))
+    v_model = DiffusionModel(build_pipeline(tok, TinyConfig(prediction_type="v_prediction", zero_terminal_snr=True)))
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    t = torch.tensor([0, 500, 999])
+    assert torch.equal(eps_model.prediction_target(x0, noise, t), noise)
+    v = v_model.prediction_target(x0, noise, t)
+    a = v_model.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    x_t = v_model.scheduler.add_noise(x0, noise, t)
+    # v recovers the clean latents: x0 = sqrt(a) x_t - sqrt(1 - a) v (Salimans & Ho 2022)
+    assert torch.allclose(a.sqrt() * x_t - (1 - a).sqrt() * v, x0, atol=1e-5)
+    # zero terminal SNR: the last timestep is pure noise, and its v target is -x0
+    assert float(v_model.scheduler.alphas_cumprod[-1]) < 1e-6
+    assert torch.allclose(v[2], -x0[2], atol=1e-3)

@@ -110,7 +110,6 @@ def prompt_embedding_attack(model, prompt: str, target_latents: torch.Tensor, *,
     opt = torch.optim.Adam([adv], lr=lr)
     sched = model.scheduler
     T = model.num_train_timesteps
-    prediction = getattr(sched.config, "prediction_type", "epsilon")
     losses: list[float] = []
     was_training = model.unet.training, model.text_encoder.training
     model.unet.eval()
@@ -123,7 +122,7 @@ def prompt_embedding_attack(model, prompt: str, target_latents: torch.Tensor, *,
                 t = torch.randint(0, T, (n,), generator=gen).to(model.device)
                 noise = torch.randn(x0.shape, generator=gen).to(model.device, model.dtype)
                 x_t = sched.add_noise(x0, noise, t)
-                target = sched.get_velocity(x0, noise, t) if prediction == "v_prediction" else noise
+                target = model.prediction_target(x0, noise, t)
                 with _replace_tokens(model, adv):
                     cond = model.encode_text(ids)
                 pred = model.predict_noise(x_t, t, cond)

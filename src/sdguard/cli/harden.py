@@ -28,6 +28,8 @@ def erase(
     erase_scale: Optional[float] = typer.Option(None, "--erase-scale", help="uce: weight of the erased concepts (1)"),
     preserve_scale: Optional[float] = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved ones"),
     expand: Optional[bool] = typer.Option(None, "--expand/--no-expand", help="uce: also erase the paper code's art templates"),
+    expand_preserve: Optional[bool] = typer.Option(None, "--expand-preserve/--no-expand-preserve",
+                                                   help="uce: also preserve the art templates of each --preserve prompt"),
     seed: int = typer.Option(0, help="seed of the random draws (esd) and of the preview images"),
     preview: int = typer.Option(4, help="preview images per concept before and after (0: none)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, mps (default: best available)"),
@@ -40,7 +42,7 @@ def erase(
 
     given = dict(eta=eta, iterations=iterations, lr=lr, start_guidance=start_guidance, ddim_steps=ddim_steps,
                  batch_size=batch_size, preserve_weight=preserve_weight, lamb=lamb, erase_scale=erase_scale,
-                 preserve_scale=preserve_scale, expand=expand)
+                 preserve_scale=preserve_scale, expand=expand, expand_preserve=expand_preserve)
     options = {k: v for k, v in given.items() if v is not None}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

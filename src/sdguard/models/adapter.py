@@ -157,12 +157,28 @@ class DiffusionModel:
 
     # -- noise prediction -------------------------------------------------------------------
     def predict_noise(self, latents: torch.Tensor, timesteps: torch.Tensor | int, embeddings: torch.Tensor) -> torch.Tensor:
-        """eps_theta(x_t, t, c): the UNet's noise prediction for ``latents`` at ``timesteps``."""
+        """eps_theta(x_t, t, c): the UNet's prediction for ``latents`` at ``timesteps``, in the
+        parameterization of ``scheduler.config.prediction_type`` (epsilon, or v for v-prediction
+        models such as SD 2 and builtin:tiny; v is affine in epsilon for a given ``x_t`` and ``t``,
+        so guidance and ESD's targets combine either alike). Training losses against the true noise
+        must convert with :meth:`prediction_target`."""
         if not torch.is_tensor(timesteps):
             timesteps = torch.tensor([timesteps] * latents.shape[0], device=latents.device)
         elif timesteps.ndim == 0:
             timesteps = timesteps.expand(latents.shape[0])
         return self.unet(latents, timesteps.to(latents.device), encoder_hidden_states=embeddings).sample
+
+    def prediction_target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What :meth:`predict_noise` should output for ``x_t = add_noise(x0, noise, t)``: ``noise``
+        for epsilon prediction, ``sqrt(a_t) noise - sqrt(1 - a_t) x0`` for v-prediction."""
+        kind = getattr(self.scheduler.config, "prediction_type", "epsilon")
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.scheduler.get_velocity(x0, noise, timesteps)
+        if kind == "sample":
+            return x0
+        raise ValueError(f"unknown prediction_type {kind!r}")
 
     def guided_noise(self, latents: torch.Tensor, timesteps, embeddings: PromptEmbeddings, guidance: float) -> torch.Tensor:
         """Classifier-free guidance: eps_u + g (eps_c - eps_u)."""

@@ -65,6 +65,9 @@ class TinyConfig:
     unet_heads: int = 4
     cross_attention_everywhere: bool = True
     prediction_type: str = "epsilon"
+    #: rescale the schedule to zero terminal SNR and space inference steps from the end
+    #: ("trailing"), as Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample Steps are Flawed") advise
+    zero_terminal_snr: bool = False
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -134,6 +137,8 @@ def scheduler_config(cfg: TinyConfig) -> dict:
         set_alpha_to_one=False,
         steps_offset=1,
         prediction_type=cfg.prediction_type,
+        rescale_betas_zero_snr=cfg.zero_terminal_snr,
+        timestep_spacing="trailing" if cfg.zero_terminal_snr else "leading",
     )
 
 

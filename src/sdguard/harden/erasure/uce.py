@@ -22,12 +22,11 @@ Defaults as in the paper's code: ``lamb`` 0.5, ``erase_scale`` 1, ``preserve_sca
 ``add_prompts`` option does for art, "painting by C", "art by C", "artwork by C", "picture by C" and
 "style of C" to each concept C.
 
-One addition of ours: with ``expand``, each preserve prompt P gets the same templates ("painting
-by P", ...). The templates' context words ("painting by", "style of") are shared by every artist,
-so erasing "style of monet" also moves what "style of hokusai" produces; preserving the templated
-names keeps them. Measured on ``builtin:tiny`` (erasing a planted artwork and monet, preserving the
-other artworks and styles, 24 images per concept): with templates on the erased side only, monet
-fell to 0% of its rate but hokusai to 5% and picasso to 41% of theirs.
+One addition of ours, ``expand_preserve``: each preserve prompt P also gets the templates
+("painting by P", ...). The templates' context words ("painting by", "style of") are shared by
+every artist, so erasing "style of monet" also moves what "style of hokusai" produces;
+preserving the templated names keeps them. It is off by default (the paper's code has no such
+option); see ``benchmarks/erasure.py`` for what it changes on ``builtin:tiny``.
 """
 
 from __future__ import annotations
@@ -48,14 +47,15 @@ class UCEOptions(RunConfig):
     """Options of UCE (defaults: the paper's code)."""
 
     cli_names = {"lamb": "--lamb", "erase_scale": "--erase-scale", "preserve_scale": "--preserve-scale",
-                 "edit_keys": "--edit-keys", "expand": "--expand"}
+                 "edit_keys": "--edit-keys", "expand": "--expand",
+                 "expand_preserve": "--expand-preserve"}
 
     lamb: float = Field(0.5, gt=0, le=1e6, description="weight of staying close to the old projection")
     erase_scale: float = Field(1.0, gt=0, le=1e6)
     preserve_scale: float | None = Field(None, gt=0, le=1e6, description="default max(0.1, 1/len(preserve))")
     edit_keys: bool = True
-    expand: bool = Field(False, description="also erase the paper code's art templates of each concept (and "
-                                           "preserve them for each preserve prompt)")
+    expand: bool = Field(False, description="also erase the paper code's art templates of each concept")
+    expand_preserve: bool = Field(False, description="also preserve the art templates of each preserve prompt")
 
 
 #: the templates of the paper's code for art concepts (its ``add_prompts`` option), used with ``expand``
@@ -116,7 +116,7 @@ class UCE(ErasureMethod):
         pairs = [aligned_embeddings(model, c, a) for c, a in pairs_text]
         # the paper's preserve scale counts the prompts the user gave
         s_p = o.preserve_scale if o.preserve_scale is not None else max(0.1, 1.0 / max(1, len(preserve)))
-        if o.expand:  # the preserved names in the same templates, so the shared context words keep their outputs
+        if o.expand_preserve:  # the preserved names in the same templates, so the shared context words keep their outputs
             preserve = preserve + [t.format(p) for p in preserve for t in ART_TEMPLATES]
         kept = [preserve_embeddings(model, p) for p in preserve]
         c_e = torch.cat([c for c, _ in pairs])  # erased tokens, n_e x d
