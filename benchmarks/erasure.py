@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     # preserve lists, as UCE preserves a long list of unrelated concepts. Measured on builtin:tiny (see the
     # README): it keeps UCE's utility but blocks its artwork edit, and dilutes ESD's retain term (one preserve
     # prompt per iteration) so that ESD loses the kept artwork.
+    utility_texts = {p for p, _ in scene_prompts(world, 16)}
+    scene_keep = [p for p, _ in scene_prompts(world, 2 * args.preserve_scenes, seed=11) if p not in utility_texts]
     PRESERVE.extend(scene_keep[: args.preserve_scenes])
     kw = dict(prompts_per_concept=args.prompts_per_concept, n=args.n)
     erase = [resolve_concept(c, world, **kw) for c in ERASE]

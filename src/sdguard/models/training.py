@@ -27,12 +27,11 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from typing import Literal
-
 from pydantic import Field
 
 from ..config import RunConfig, validate
