@@ -8,6 +8,8 @@ reachable; offline, a clear error that says how to pass a local folder instead).
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 from pathlib import Path
@@ -119,12 +121,36 @@ def _load_hub(model_id: str):
         ) from exc
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading pipeline components" / "Loading weights" bars from diffusers and transformers while
+    a model loads (sdguard shows its own progress); their previous settings are restored after."""
+    from diffusers.utils import logging as d_log
+    from transformers.utils import logging as t_log
+
+    was = not d_log.is_progress_bar_enabled(), not t_log.is_progress_bar_enabled()
+    d_log.disable_progress_bar()
+    t_log.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if not was[0]:
+            d_log.enable_progress_bar()
+        if not was[1]:
+            t_log.enable_progress_bar()
+
+
 def load_pipeline(spec: str | os.PathLike, device: str | None = None, dtype: str | torch.dtype | None = None):
     """Load a ``StableDiffusionPipeline`` from a model spec, on ``device`` in ``dtype``.
 
     Raises :class:`~sdguard.errors.InputError` (exit code 2) with one sentence naming the spec
     when it cannot be loaded.
     """
+    with _quiet_loading():
+        return _load_pipeline(spec, device, dtype)
+
+
+def _load_pipeline(spec: str | os.PathLike, device: str | None = None, dtype: str | torch.dtype | None = None):
     spec_str = str(spec)
     if not spec_str.strip():
         raise InputError.bad("MODEL", spec_str, "is empty")
