@@ -205,7 +205,6 @@ class WorldProbes:
         self.seed = seed
         self.cache = cache
         self.render = render
-        self._render_id = render.fingerprint() if render is not None else None
         self._seen = None
         self._probes: dict[str, Any] = {}
 
@@ -214,8 +213,9 @@ class WorldProbes:
 
         h = hashlib.sha256()
         h.update((Path(self.world.root) / "ground_truth.json").read_bytes())
+        render_id = self.render.fingerprint() if self.render is not None else None  # only when a probe is needed
         h.update(json.dumps([kind, self.fit_images, self.seed, len(self.world), sklearn.__version__,
-                             self._render_id]).encode())
+                             render_id]).encode())
         return h.hexdigest()[:24]
 
     def _fit_world(self):
