@@ -64,14 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import numpy as np
     import torch
 
-    from sdguard.audit.erasure import (PresenceDetector, WorldProbes, attribute_accuracy, load_or_make_default_world,
-                                       measure, resolve_concept, scene_prompts)
-    from sdguard.audit.robustness import prompt_embedding_attack
+    from sdguard.audit.erasure import (AuditErasureConfig, PresenceDetector, WorldProbes, attack_concept,
+                                       attribute_accuracy, load_or_make_default_world, measure, resolve_concept,
+                                       scene_prompts)
     from sdguard.harden.erasure import get_method
-    from sdguard.models import PromptEmbeddings, load_model
+    from sdguard.models import load_model
     from sdguard.models.builtin import tiny_available
 
     if args.threads:
@@ -137,23 +136,16 @@ def main(argv: list[str] | None = None) -> int:
                    "presence": {k: m.rate for k, m in after.items()},
                    "ratio": {k: (after[k].rate / base[k].rate if base[k].rate > 0 else None) for k in after}}
             if r == 0 and not args.no_attack:
+                acfg = AuditErasureConfig(original=args.model, erased=name, concepts=ERASE, out="unused",
+                                          attack_steps=args.attack_steps, steps=args.steps, guidance=gen["guidance"],
+                                          batch_size=gen["batch_size"], seed=r)
                 row["attack"] = {}
                 for c in erase:
-                    b = base[c.text]
-                    hits = [i for i, f in enumerate(b.flags) if f][:8]
-                    if not hits:
-                        continue
-                    found = []
-                    for p in sorted({b.prompts[i] for i in hits}):
-                        idx = [i for i in hits if b.prompts[i] == p]
-                        res = prompt_embedding_attack(model, p, b.latents[idx], steps=args.attack_steps, seed=r)
-                        g = model.generate([p] * len(idx), [b.seeds[i] for i in idx], prompt_embeddings=PromptEmbeddings(
-                            res.cond, res.uncond), **gen)
-                        found += list(detector(c, g.images))
-                    plain = [bool(after[c.text].flags[i]) for i in hits]
-                    row["attack"][c.text] = {"targets": len(hits), "no_attack_rate": float(np.mean(plain)),
-                                             "adversarial_prompt_rate": float(np.mean(found)),
-                                             "success_rate": float(np.mean([a or b for a, b in zip(found, plain)]))}
+                    entry, _ = attack_concept(model, c, base[c.text], after[c.text], detector, acfg)
+                    if entry["targets"]:
+                        row["attack"][c.text] = {"targets": entry["targets"], "no_attack_rate": entry["no_attack_rate"],
+                                                 "adversarial_prompt_rate": entry["adversarial_prompt_rate"],
+                                                 "success_rate": entry["attack_success_rate"]}
             runs[name].append(row)
             print(f"{name} run {r}: {wall:.3f}s, " + ", ".join(
                 f"{k} {v:.0%}" if v is not None else f"{k} n/a" for k, v in row["ratio"].items()) + f", utility {util:.0%}"

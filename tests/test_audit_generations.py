@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from sdguard.audit.extraction import extraction_clique, largest_clique, tiled_l2
+from sdguard.audit.extraction import DEFAULT_DELTA, calibrate_delta, extraction_clique, largest_clique, tiled_l2
 from sdguard.audit.generation_replication import audit_generations, calibrate_threshold
 from sdguard.audit.prompt_suites import KINDS, cluster_suite, control_prompts, read_prompt_file
 from sdguard.audit.stats import wilson_interval
@@ -43,6 +43,39 @@ def test_clique_of_near_copies_is_found_and_random_images_are_not():
     assert d[0, 1] < 0.05 and d[0, 2] > 0.3
 
 
+def _scene_like(rng, n, jitter):
+    """n blurry images of one simple scene (a red blob on white, as a 32-pixel model draws it)
+    with position/size jitter and noise."""
+    yy, xx = np.mgrid[:32, :32]
+    out = []
+    for _ in range(n):
+        cx, cy, r = 10 + rng.normal(0, jitter), 16 + rng.normal(0, jitter), 5 + rng.normal(0, jitter / 2)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
+        img = 240.0 * (1 - blob) + np.array([200.0, 30.0, 30.0]) * blob
+        out.append(np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def test_calibrated_clique_distance_spares_a_low_diversity_model_and_still_flags_copies():
+    rng = np.random.default_rng(0)
+    # a low-diversity model: every seed draws the scene with a little jitter, all within 0.15
+    control = _scene_like(rng, 60, jitter=0.5)
+    assert extraction_clique(control, delta=DEFAULT_DELTA)["flagged"]  # Carlini's 0.15 flags it
+    refs = [_scene_like(rng, 40, jitter=0.5) for _ in range(3)]
+    cal = calibrate_delta(refs)
+    assert cal["source"] == "calibrated" and cal["value"] < DEFAULT_DELTA
+    assert not extraction_clique(control, delta=cal["value"])["flagged"]
+    # a memorized image comes back with pixel noise only: still one clique
+    copies = _scene_like(rng, 1, jitter=0)
+    copies = np.stack([np.clip(copies[0] + rng.normal(0, 2, copies[0].shape), 0, 255).astype(np.uint8) for _ in range(30)])
+    assert extraction_clique(np.concatenate([copies, control]), delta=cal["value"])["clique_size"] >= 30
+    # a diverse model keeps the published distance
+    diverse = [rng.integers(0, 256, (20, 32, 32, 3)).astype(np.uint8) for _ in range(2)]
+    assert calibrate_delta(diverse)["value"] == DEFAULT_DELTA
+    with pytest.raises(ValueError):
+        calibrate_delta([control[:1]])
+
+
 def test_largest_clique_is_a_clique_and_maximum_on_small_graphs():
     rng = np.random.default_rng(1)
     for _ in range(5):
@@ -61,12 +94,29 @@ def test_prompt_suite_has_the_five_kinds_and_clean_controls():
     captions = ["van gogh starry night", "the starry night by van gogh", "starry night van gogh oil painting of a village"]
     outside = ["a red circle on the left", "a blue square at the top", "a night sky over a house"]
     suite = cluster_suite(0, captions, ["van", "gogh", "starry", "night"], outside, rng)
-    assert [s.kind for s in suite] == list(KINDS)
+    assert list(dict.fromkeys(s.kind for s in suite)) == list(KINDS)
     assert suite[0].prompt == "van gogh starry night"
-    assert not {"van", "gogh", "starry", "night"} & set(suite[4].prompt.split()) and "village" in suite[4].prompt
-    assert suite[3].prompt.endswith("van gogh starry night") and suite[3].prompt.split()[1] in {"red", "blue"}
+    without = [s for s in suite if s.kind == "long_without_keyword"][0].prompt
+    assert not {"van", "gogh", "starry", "night"} & set(without.split()) and "village" in without
+    unrelated = [s.prompt for s in suite if s.kind == "unrelated_with_keywords"]
+    assert len(unrelated) == 2  # the two outside captions without a keyword ("night" is one)
+    assert all(p.endswith("van gogh starry night") and p.split()[1] in {"red", "blue"} for p in unrelated)
     controls = control_prompts(outside, {"night", "van"}, 5, rng)
     assert {c.prompt for c in controls} == {"a red circle on the left", "a blue square at the top"}
+
+
+def test_unrelated_prompt_keeps_its_keywords_within_the_token_limit():
+    captions = ["van gogh starry night", "the starry night by van gogh"]
+    outside = ["a red circle on the left over a white background with a small house and a tree",
+               "a blue square at the top"]
+    fits = lambda p: len(p.split()) <= 10  # noqa: E731  (a text encoder that reads 10 words)
+    for seed in range(6):
+        suite = cluster_suite(0, captions, ["van", "gogh", "starry", "night"], outside, np.random.default_rng(seed),
+                              fits=fits)
+        unrelated = [s.prompt for s in suite if s.kind == "unrelated_with_keywords"]
+        assert unrelated == ["a blue square at the top van gogh starry night"]
+    assert not [s for s in cluster_suite(0, captions, ["van", "gogh"], outside[:1], np.random.default_rng(0), fits=fits)
+                if s.kind == "unrelated_with_keywords"]  # nothing fits: the kind is left out
 
 
 def test_prompt_file(tmp_path):
@@ -136,7 +186,9 @@ def test_killed_run_resumes_without_redoing_images(world, tmp_path):
 
     resumed = audit_generations("builtin:tiny-random", str(world), out=str(out), resume=True, n=12, batch_size=4,
                                 steps=2, top_clusters=1, controls=1)
-    total = len(resumed.results["prompts"]) * 12
+    generated = json.loads((out / "prompts.json").read_text())["prompts"]  # audited and reference prompts
+    assert len(generated) > len(resumed.results["prompts"])
+    total = len(generated) * 12
     assert resumed.results["generation"]["reused"] >= 4 * finished - 4  # a chunk holds 4 images
     assert resumed.results["generation"]["generated_now"] == total - resumed.results["generation"]["reused"]
     fresh = audit_generations("builtin:tiny-random", str(world), out=str(tmp_path / "fresh"), n=12, batch_size=4,

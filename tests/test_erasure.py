@@ -91,6 +91,30 @@ def test_esd_x_moves_the_concept_towards_negative_guidance(model):
             assert torch.equal(p, untouched[k]), k
 
 
+def _drift(model, teacher, prompt, seed=0):
+    """Distance of the model's prediction for ``prompt`` to the frozen teacher's, on fixed noisy latents."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((6, *model.latent_shape(model.default_size, model.default_size)), generator=g)
+    t = torch.randint(0, 1000, (6,), generator=g)
+    with torch.no_grad():
+        c = teacher.encode_prompts([prompt] * 6).cond
+        return float(((model.predict_noise(x, t, c) - teacher.predict_noise(x, t, c)) ** 2).mean())
+
+
+def test_esd_retain_term_keeps_the_preserved_prompts(model):
+    teacher = model.copy()
+    keep = ["blue square", "a green star", "a yellow cross"]
+    opts = dict(iterations=24, lr=3e-3, eta=2.0, ddim_steps=4, batch_size=4)
+    plain, kept = model.copy(), model.copy()
+    get_method("esd-x", preserve_weight=0, **opts).run(plain, ["red circle"], preserve=keep, seed=1)
+    get_method("esd-x", preserve_batch=2, **opts).run(kept, ["red circle"], preserve=keep, seed=1)
+    drift_plain = sum(_drift(plain, teacher, p) for p in keep)
+    drift_kept = sum(_drift(kept, teacher, p) for p in keep)
+    assert drift_kept < 0.5 * drift_plain, (drift_plain, drift_kept)
+    before = _esd_gap(teacher, teacher, "red circle", 2.0)
+    assert _esd_gap(kept, teacher, "red circle", 2.0) < 0.7 * before  # and the concept is still erased
+
+
 def test_esd_resumes_from_its_checkpoint(tiny_random, tmp_path, monkeypatch):
     opts = dict(iterations=4, lr=1e-3, ddim_steps=3, checkpoint_every=2)
     straight = tiny_random.copy()

@@ -92,12 +92,12 @@ def test_the_kept_artwork_and_style_stay(setup, erased):
 
 
 def test_the_attack_is_measured_against_the_erased_model(setup, erased):
-    from sdguard.audit.erasure import AuditErasureConfig, _attack
+    from sdguard.audit.erasure import AuditErasureConfig, attack_concept
 
     method, model, after = erased
     cfg = AuditErasureConfig(original="builtin:tiny", erased=method, concepts=[STYLE], out="unused", attack_targets=3,
                              attack_steps=15, steps=STEPS)
-    entry, grid = _attack(model, setup["concepts"][STYLE], setup["base"][STYLE], after[STYLE], setup["detector"], cfg)
+    entry, grid = attack_concept(model, setup["concepts"][STYLE], setup["base"][STYLE], after[STYLE], setup["detector"], cfg)
     assert entry["targets"] == 3 and grid is not None
     assert 0.0 <= entry["attack_success_rate"] <= 1.0 and 0.0 <= entry["no_attack_rate"] <= 1.0
     first, last = entry["loss_first_last"][0]

@@ -51,13 +51,15 @@ def test_controls_do_not_replicate(audit):
 
 
 def test_cliques_flag_no_control_prompt(audit):
+    # builtin:tiny draws a fully specified 32-pixel scene nearly the same from every seed, so
+    # Carlini et al.'s 0.15 (for 512-pixel images) would put a control's generations in one
+    # clique; the distance calibrated on reference prompts must be tighter and spare them
+    clique = audit["clique"]
+    assert clique["source"] == "calibrated" and clique["value"] < 0.15, clique
+    assert not set(clique["prompts"]) & {r["prompt"] for r in audit["prompts"]}  # references are not audited
     controls = [r for r in audit["prompts"] if r["kind"] == "control"]
     flagged = [(r["prompt"], r["clique_size"]) for r in controls if r["extraction_flagged"]]
-    if flagged:
-        # known weakness, open in issue 5: since builtin:tiny learned position words, a fully specified
-        # 32-pixel scene is drawn nearly the same from every seed, and the 0.15 tiled-l2 threshold
-        # (Carlini et al., for 512-pixel images) puts its generations in one clique
-        pytest.xfail(f"control prompts flagged by cliques: {flagged}")
+    assert not flagged, (flagged, clique)
 
 
 def test_object_keyword_brings_the_object(audit):

@@ -574,7 +574,7 @@ def audit_erasure(original: str, erased: str, concepts: Sequence[str] | str, kee
             with report.timer("attack"):
                 for c in specs:
                     before, after = measurements[c.text]
-                    entry, grid = _attack(m1, c, before, after, detector, cfg)
+                    entry, grid = attack_concept(m1, c, before, after, detector, cfg)
                     results["robustness"][c.text] = entry
                     if grid is not None:
                         grids.append(("attack", c, grid, entry["no_attack_rate"], entry["attack_success_rate"]))
@@ -585,8 +585,13 @@ def audit_erasure(original: str, erased: str, concepts: Sequence[str] | str, kee
     return report
 
 
-def _attack(model, c: Concept, before: Measurement, after: Measurement, detector: PresenceDetector,
-            cfg: AuditErasureConfig) -> tuple[dict[str, Any], np.ndarray | None]:
+def attack_concept(model, c: Concept, before: Measurement, after: Measurement, detector: PresenceDetector,
+                   cfg: AuditErasureConfig) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The robustness attack against the erased ``model`` for concept ``c``: for up to
+    ``cfg.attack_targets`` images in which the original model showed ``c`` (``before``), search
+    a prompt embedding that brings them back (:func:`~sdguard.audit.robustness.prompt_embedding_attack`),
+    regenerate from the same seeds and look for the concept. Returns the entry of
+    ``results.robustness`` and an image grid (original / erased / attacked), or None."""
     from ..models import PromptEmbeddings
     from .robustness import prompt_embedding_attack
 

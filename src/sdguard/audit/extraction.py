@@ -7,7 +7,17 @@ while fresh generations differ. Their distance is the *tiled* l2: images are cut
 non-overlapping tiles (4x4 = 16 tiles) and the distance of two images is the largest normalized
 l2 (root mean square) distance between corresponding tiles, so that a single matching region
 cannot hide a difference elsewhere. We use their clique size of 10; their distance threshold
-is stated for 512x512 generations and is a parameter here (default 0.15 on [0, 1] pixels).
+is stated for 512x512 generations (0.15 on [0, 1] pixels).
+
+That threshold does not carry over to small or low-diversity models: a 32-pixel model draws a
+fully specified scene ("an orange triangle at the bottom over a white background") nearly the
+same from every seed, and all the generations of such an ordinary prompt fall within 0.15 of
+each other. :func:`calibrate_delta` sets the distance from the model itself: for each of a few
+reference prompts (ordinary training captions, not audited) the 1% quantile of the pairwise
+distances among its generations; the distance is the smallest of these (the least diverse
+ordinary prompt's closest pairs), and never looser than Carlini et al.'s 0.15. Measured on
+``builtin:tiny`` (demo, 32 seeds): generations of the memorized artwork lie a median 0.03 apart,
+those of the simplest control scenes 0.07-0.09.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import numpy as np
 
 CLIQUE_FLAG = 10
 DEFAULT_DELTA = 0.15
+CALIBRATION_QUANTILE = 0.01
 
 
 def tiled_l2(images: np.ndarray, grid: int = 4, size: int = 64) -> np.ndarray:
@@ -106,3 +117,30 @@ def extraction_clique(images: np.ndarray, delta: float = DEFAULT_DELTA, grid: in
     members, exact = largest_clique(dist < delta)
     return {"clique_size": len(members), "members": members, "exact": exact,
             "flagged": len(members) >= CLIQUE_FLAG, "delta": delta}
+
+
+def calibrate_delta(reference: list[np.ndarray], quantile: float = CALIBRATION_QUANTILE, cap: float = DEFAULT_DELTA,
+                    grid: int = 4) -> dict:
+    """A clique distance calibrated on the model's own diversity (see the module docstring).
+
+    ``reference`` holds, per reference prompt, that prompt's generations (N x H x W x 3, N >= 2).
+    For each prompt, the ``quantile``-quantile of the pairwise tiled-l2 distances among its
+    generations (never across prompts: two prompts differ by construction); the distance is the
+    smallest of these, capped at ``cap``.
+    """
+    if not 0.0 < quantile < 0.5:
+        raise ValueError(f"quantile must be in (0, 0.5), got {quantile}")
+    per_prompt, medians = [], []
+    for images in reference:
+        if len(images) < 2:
+            continue
+        d = tiled_l2(images, grid=grid)[np.triu_indices(len(images), 1)]
+        per_prompt.append(float(np.quantile(d, quantile)))
+        medians.append(float(np.median(d)))
+    if not per_prompt:
+        raise ValueError("calibrate_delta needs at least one reference prompt with two or more generations")
+    q = min(per_prompt)
+    return {"value": round(min(q, cap), 4), "source": "calibrated" if q < cap else "published (Carlini et al.)",
+            "quantile": quantile, "cap": cap, "reference_prompts": len(per_prompt),
+            "reference_quantiles": [round(v, 4) for v in per_prompt],
+            "reference_medians": [round(v, 4) for v in medians]}

@@ -12,12 +12,17 @@ extraction test of Carlini et al. 2023 ("Extracting Training Data from Diffusion
    study), batched; each batch is stored as soon as it is made, so ``resume`` continues a run that
    was killed without redoing finished images.
 3. Replication: a generation replicates when its embedding's cosine similarity to a member of the
-   prompt's cluster (or, for prompts without a cluster, to any training image, through a faiss
-   index) reaches a threshold: the one given, or one calibrated per cluster from the training data
-   (between the similarities of known duplicates and of each member's nearest non-duplicate).
+   prompt's cluster (or, for prompts without a cluster, to its nearest training image, through a
+   faiss index) reaches a threshold: the one given, or one calibrated per cluster from the training
+   data (between the similarities of known duplicates and of each member's nearest non-duplicate;
+   for prompts without a cluster, that of the nearest image's cluster, and outside clusters the
+   clustering threshold).
    Rates come with Wilson 95% intervals.
 4. Extraction without training data: the largest clique of near-identical generations under the
-   tiled l2 distance; a prompt is flagged when it reaches 10 (Carlini et al.).
+   tiled l2 distance; a prompt is flagged when it reaches 10 (Carlini et al.). The distance is
+   given, or calibrated on the generations of reference prompts (ordinary training captions that
+   are not audited) so that it means "near-identical for this model" at its image size
+   (:func:`sdguard.audit.extraction.calibrate_delta`).
 5. The text similarity of each prompt to its nearest training caption (the model's text encoder).
 6. Object-level replication: a detector's rate among generations of object-keyword prompts vs.
    control prompts and in the keyword's training images, with Fisher's exact test.
@@ -39,8 +44,8 @@ from ..errors import InputError, require
 from ..io import atomic_write_bytes, atomic_write_text, output_dir
 from ..progress import progress_bar
 from ..report import Report, auto_scale, make_grid, png_bytes
-from .extraction import CLIQUE_FLAG, DEFAULT_DELTA, extraction_clique
-from .prompt_suites import KINDS, PromptSpec, cluster_suite, control_prompts, read_prompt_file
+from .extraction import CLIQUE_FLAG, DEFAULT_DELTA, calibrate_delta, extraction_clique
+from .prompt_suites import KINDS, PromptSpec, cluster_suite, control_prompts, read_prompt_file, reference_prompts
 from .stats import fisher_greater, wilson_interval
 
 THUMB = 64  # generations are kept at most THUMB x THUMB for cliques and grids
@@ -48,7 +53,8 @@ THUMB = 64  # generations are kept at most THUMB x THUMB for cliques and grids
 
 class GenerationAuditConfig(RunConfig):
     cli_names = {"model": "MODEL", "batch_size": "--batch-size", "top_clusters": "--top-clusters",
-                 "object_keyword": "--object-keyword", "object_name": "--object", "clique_delta": "--clique-delta"}
+                 "object_keyword": "--object-keyword", "object_name": "--object", "clique_delta": "--clique-delta",
+                 "reference_prompts": "--reference-prompts"}
 
     model: str
     dataset: str
@@ -66,7 +72,8 @@ class GenerationAuditConfig(RunConfig):
     object_keyword: str | None = None
     object_name: str | None = None
     detector: str | None = None
-    clique_delta: float = Field(DEFAULT_DELTA, gt=0.0)
+    clique_delta: float | None = Field(None, gt=0.0)
+    reference_prompts: int = Field(8, ge=0, le=1000)
     device: str | None = None
     out: str
 
@@ -160,18 +167,25 @@ def _chunk_path(stage: Path, k: int, start: int) -> Path:
     return stage / "generations" / f"p{k:04d}_s{start:06d}.npz"
 
 
+REFERENCE_SEEDS = 64  # generations per reference prompt (at most n): enough for a distance quantile
+
+
+def _seeds_of(spec: PromptSpec, cfg: GenerationAuditConfig) -> int:
+    return min(cfg.n, REFERENCE_SEEDS) if spec.kind == "reference" else cfg.n
+
+
 def _generate_all(model, specs: list[PromptSpec], cfg: GenerationAuditConfig, emb, stage: Path, progress) -> dict:
     """Generate, embed and store every prompt's images chunk by chunk; returns counters."""
-    chunks = [(k, s) for k in range(len(specs)) for s in range(0, cfg.n, cfg.batch_size)]
-    done = [c for c in chunks if _chunk_path(stage, *c).is_file()]
+    chunks = [(k, s, min(cfg.batch_size, _seeds_of(spec, cfg) - s))
+              for k, spec in enumerate(specs) for s in range(0, _seeds_of(spec, cfg), cfg.batch_size)]
+    done = [c for c in chunks if _chunk_path(stage, c[0], c[1]).is_file()]
     made = 0
-    with progress_bar("generating", len(specs) * cfg.n, enabled=progress,
-                      completed=sum(min(cfg.batch_size, cfg.n - s) for _, s in done)) as bar:
-        for k, start in chunks:
+    with progress_bar("generating", sum(c[2] for c in chunks), enabled=progress,
+                      completed=sum(c[2] for c in done)) as bar:
+        for k, start, count in chunks:
             path = _chunk_path(stage, k, start)
             if path.is_file():
                 continue
-            count = min(cfg.batch_size, cfg.n - start)
             gen = model.generate([specs[k].prompt] * count, seeds=cfg.seed + start, steps=cfg.steps,
                                  guidance=cfg.guidance, batch_size=cfg.batch_size)
             buf = _npz(images=_thumb(gen.images), embeddings=emb.embed(list(gen.images)),
@@ -179,7 +193,7 @@ def _generate_all(model, specs: list[PromptSpec], cfg: GenerationAuditConfig, em
             atomic_write_bytes(path, buf)
             made += count
             bar.advance(count)
-    return {"generated_now": made, "reused": sum(min(cfg.batch_size, cfg.n - s) for _, s in done)}
+    return {"generated_now": made, "reused": sum(c[2] for c in done)}
 
 
 def _npz(**arrays) -> bytes:
@@ -190,9 +204,9 @@ def _npz(**arrays) -> bytes:
     return buf.getvalue()
 
 
-def _load_prompt(stage: Path, k: int, cfg: GenerationAuditConfig) -> tuple[np.ndarray, np.ndarray]:
+def _load_prompt(stage: Path, k: int, cfg: GenerationAuditConfig, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     images, embs = [], []
-    for start in range(0, cfg.n, cfg.batch_size):
+    for start in range(0, cfg.n if n is None else n, cfg.batch_size):
         with np.load(_chunk_path(stage, k, start)) as z:
             images.append(z["images"])
             embs.append(z["embeddings"])
@@ -204,7 +218,7 @@ def _load_prompt(stage: Path, k: int, cfg: GenerationAuditConfig) -> tuple[np.nd
 # ------------------------------------------------------------------------------------------
 
 
-def _select_prompts(cfg, entries, labels, words, rng) -> list[PromptSpec]:
+def _select_prompts(cfg, entries, labels, words, rng, fits=None) -> list[PromptSpec]:
     if cfg.prompts:
         return read_prompt_file(cfg.prompts)
     sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, int)
@@ -217,7 +231,7 @@ def _select_prompts(cfg, entries, labels, words, rng) -> list[PromptSpec]:
         idx = np.flatnonzero(labels == c)
         top = words[c]
         exclude |= set(top[:4])
-        specs += cluster_suite(c, [entries.texts[i] for i in idx], top, outside, rng)
+        specs += cluster_suite(c, [entries.texts[i] for i in idx], top, outside, rng, fits=fits)
     if cfg.object_keyword:
         exclude.add(cfg.object_keyword.lower())
         kw = cfg.object_keyword.lower()
@@ -232,17 +246,30 @@ def _select_prompts(cfg, entries, labels, words, rng) -> list[PromptSpec]:
     return specs
 
 
+def _reference_specs(cfg, entries, labels, specs) -> list[PromptSpec]:
+    """Reference prompts for the clique distance (none when the distance is given)."""
+    if cfg.clique_delta is not None:
+        return []
+    outside = [t for t, l in zip(entries.texts, labels) if l < 0] or list(entries.texts)
+    exclude = {w for s in specs for w in s.keywords}
+    return reference_prompts(outside, exclude, {s.prompt for s in specs}, cfg.reference_prompts,
+                             np.random.default_rng([cfg.seed, 1]))
+
+
 def audit_generations(model: str, dataset: str, *, out: str, clusters: str | None = None, prompts: str | None = None,
                       n: int = 500, seed: int = 0, steps: int = 25, guidance: float = 7.5, batch_size: int = 16,
                       embedder: str = "pixels", threshold: float | None = None, top_clusters: int = 3,
                       controls: int = 4, object_keyword: str | None = None, object_name: str | None = None,
-                      detector: str | None = None, clique_delta: float = DEFAULT_DELTA, device: str | None = None,
-                      overwrite: bool = False, resume: bool = False, progress: bool | None = None) -> Report:
+                      detector: str | None = None, clique_delta: float | None = None, reference_prompts: int = 8,
+                      device: str | None = None, overwrite: bool = False, resume: bool = False, progress: bool | None = None) -> Report:
     """Audit ``model`` for replication of ``dataset``'s images over many seeds (see the module docstring).
 
     Writes ``report.json`` (``results.prompts``: one entry per prompt with ``prompt``, ``kind``,
     ``n``, ``replication_rate``, ``ci_low``, ``ci_high``, ``clique_size``, ...), ``report.html``,
     ``prompts.json`` and the generations' thumbnails and embeddings (``generations/``).
+    ``clique_delta=None`` calibrates the clique distance on ``reference_prompts`` ordinary
+    captions, ``min(n, 64)`` seeds each (``results.clique``); with no reference prompt it is
+    Carlini et al.'s 0.15.
     """
     from ..embed import create_embedder
     from ..models import DiffusionModel
@@ -250,7 +277,8 @@ def audit_generations(model: str, dataset: str, *, out: str, clusters: str | Non
     cfg = validate(GenerationAuditConfig, model=str(model), dataset=str(dataset), clusters=clusters, prompts=prompts,
                    n=n, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size, embedder=embedder,
                    threshold=threshold, top_clusters=top_clusters, controls=controls, object_keyword=object_keyword,
-                   object_name=object_name, detector=detector, clique_delta=clique_delta, device=device, out=str(out))
+                   object_name=object_name, detector=detector, clique_delta=clique_delta,
+                   reference_prompts=reference_prompts, device=device, out=str(out))
     if cfg.object_keyword and not cfg.detector:
         raise InputError.bad("--detector", None, "is needed with --object-keyword (world or clip:MODEL)")
     faiss = require("faiss", "scale", "searching the training set")
@@ -267,11 +295,11 @@ def audit_generations(model: str, dataset: str, *, out: str, clusters: str | Non
         with report.timer("clusters"):
             if cfg.clusters:
                 labels, words, cinfo = _clusters_from_audit(cfg.clusters, entries)
-            elif cfg.prompts:
-                labels, words, cinfo = np.full(len(entries), -1, np.int64), {}, {"source": "none (prompt file)"}
-            else:
+            else:  # also for a prompt file: its generations are judged at their nearest cluster's threshold
                 labels, words, cinfo = _clusters_here(vectors, ok, entries.texts, emb, cfg.threshold, cfg.seed)
-        specs = _select_prompts(cfg, entries, labels, words, rng)
+        max_tokens = int(m.tokenizer.model_max_length)
+        specs = _select_prompts(cfg, entries, labels, words, rng, fits=lambda p: m.token_count(p) <= max_tokens)
+        specs += _reference_specs(cfg, entries, labels, specs)
         plan = {"config": cfg.model_dump(mode="json"), "prompts": [s.to_dict() for s in specs]}
         plan_path = stage / "prompts.json"
         if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
@@ -293,27 +321,39 @@ def _analyse(report, cfg, model, ds, entries, vectors, ok, labels, cinfo, specs,
     index.add(np.where(ok[:, None], vectors, 0).astype(np.float32))
     global_t = cfg.threshold if cfg.threshold is not None else (cinfo.get("threshold") or 0.9)
     thresholds: dict[int, dict] = {}
+
+    def cluster_threshold(c: int) -> float:
+        if c not in thresholds:
+            thresholds[c] = ({"value": cfg.threshold, "source": "given"} if cfg.threshold is not None
+                             else calibrate_threshold(np.flatnonzero((labels == c) & ok), vectors, ok))
+        return thresholds[c]["value"]
     caption_feats = model.text_features(entries.texts) if len(entries) <= 200_000 else None
     prompt_feats = model.text_features([s.prompt for s in specs])
+    delta = _clique_delta(cfg, specs, stage)
+    report.results["clique"] = delta
     rows, kept_images = [], {}
     for k, spec in enumerate(specs):
+        if spec.kind == "reference":
+            continue
         images, e = _load_prompt(stage, k, cfg)
         sim_all, nn_all = index.search(e.astype(np.float32), 1)
         sim_all, nn_all = sim_all[:, 0], nn_all[:, 0]
         if spec.cluster is not None:
             members = np.flatnonzero((labels == spec.cluster) & ok)
-            if spec.cluster not in thresholds:
-                thresholds[spec.cluster] = ({"value": cfg.threshold, "source": "given"} if cfg.threshold is not None
-                                            else calibrate_threshold(members, vectors, ok))
-            t = thresholds[spec.cluster]["value"]
+            t = cluster_threshold(spec.cluster)
             sims_c = e @ vectors[members].T
             best = sims_c.max(1)
             nearest = members[sims_c.argmax(1)]
+            hits = best >= t
         else:
-            t, best, nearest = global_t, sim_all, nn_all
-        hits = best >= t
+            # against the whole training set: each generation's nearest training image, at the
+            # threshold of that image's cluster (calibrated), or the global one outside clusters
+            best, nearest = sim_all, nn_all
+            t_each = np.array([cluster_threshold(int(c)) if c >= 0 else global_t for c in labels[nn_all]])
+            hits = best >= t_each
+            t = float(np.median(t_each))
         lo, hi = wilson_interval(int(hits.sum()), len(hits))
-        clique = extraction_clique(images, delta=cfg.clique_delta)
+        clique = extraction_clique(images, delta=delta["value"])
         row = {"prompt": spec.prompt, "kind": spec.kind, "cluster": spec.cluster, "n": int(len(hits)),
                "replication_rate": float(hits.mean()), "ci_low": lo, "ci_high": hi, "threshold": float(t),
                "max_similarity": float(best.max()), "median_similarity": float(np.median(best)),
@@ -340,6 +380,17 @@ def _analyse(report, cfg, model, ds, entries, vectors, ok, labels, cinfo, specs,
     if cfg.object_keyword:
         report.results["object"] = _object_rates(cfg, ds, entries, specs, stage)
     _render(report, cfg, ds, entries, rows, kept_images)
+
+
+def _clique_delta(cfg, specs, stage) -> dict:
+    if cfg.clique_delta is not None:
+        return {"value": cfg.clique_delta, "source": "given"}
+    refs = [k for k, s in enumerate(specs) if s.kind == "reference"]
+    if not refs or cfg.n < 2:
+        return {"value": DEFAULT_DELTA, "source": "published (Carlini et al.): no reference prompt to calibrate on"}
+    out = calibrate_delta([_load_prompt(stage, k, cfg, _seeds_of(specs[k], cfg))[0] for k in refs])
+    out["prompts"] = [specs[k].prompt for k in refs]
+    return out
 
 
 def _object_rates(cfg, ds, entries, specs, stage) -> dict:
@@ -415,7 +466,8 @@ def _render(report, cfg, ds, entries, rows, kept_images) -> None:
     report.summary = [
         f"{len(rows)} prompts x {cfg.n} seeds on {cfg.model}",
         *[f"{k}: mean replication {v['mean_replication']:.2f} over {v['prompts']} prompt(s)" for k, v in kinds.items()],
-        f"{len(flagged)} prompt(s) flagged by a clique of >= {CLIQUE_FLAG} near-identical generations",
+        f"{len(flagged)} prompt(s) flagged by a clique of >= {CLIQUE_FLAG} near-identical generations "
+        f"(tiled l2 < {report.results['clique']['value']}, {report.results['clique']['source']})",
     ]
     if "object" in report.results:
         o = report.results["object"]

@@ -8,12 +8,14 @@ external service:
 - ``keywords``: the cluster's most frequent caption words alone;
 - ``short_related``: the cluster's shortest caption (it holds the keywords);
 - ``long_related``: the cluster's longest caption;
-- ``unrelated_with_keywords``: a caption from outside the cluster, followed by the keywords;
+- ``unrelated_with_keywords``: captions from outside the cluster (three by default), each
+  followed by the keywords;
 - ``long_without_keyword``: the cluster's longest caption with its main keywords (those in at
   least 90% of the cluster's captions) removed;
 
 plus ``control`` prompts: captions of other images that share no keyword with the cluster, which
-should replicate at about 0.
+should replicate at about 0, and ``reference`` prompts (other such captions, not audited) whose
+generations calibrate the clique distance of the extraction test.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -60,8 +62,17 @@ def _reading_order(keywords: list[str], captions: Sequence[str]) -> list[str]:
 
 
 def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str], outside: Sequence[str],
-                  rng: np.random.Generator, n_keywords: int = 4) -> list[PromptSpec]:
-    """The five prompt kinds for one cluster (see the module docstring)."""
+                  rng: np.random.Generator, n_keywords: int = 4, fits: Callable[[str], bool] | None = None,
+                  unrelated: int = 3) -> list[PromptSpec]:
+    """The five prompt kinds for one cluster (see the module docstring), with ``unrelated``
+    unrelated captions (how much the keywords pull depends on how fully the caption describes
+    another image: on builtin:tiny "a red ring" + keywords replicates in every seed, a fully
+    specified scene + keywords in none, so one caption alone would say little).
+
+    ``fits(prompt)`` says whether the model reads the whole prompt (its text encoder truncates
+    long ones): the unrelated caption is drawn among those that still fit with the keywords
+    appended, or the keywords would be cut off and the prompt would not be of its kind.
+    """
     keywords = _reading_order(list(top_words[:n_keywords]), captions)
     if not keywords or not captions:
         return []
@@ -71,9 +82,15 @@ def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str
     specs = [PromptSpec(" ".join(keywords), "keywords", cluster, keywords),
              PromptSpec(by_len[0], "short_related", cluster, keywords),
              PromptSpec(by_len[-1], "long_related", cluster, keywords)]
-    if unrelated_pool:
-        base = unrelated_pool[int(rng.integers(len(unrelated_pool)))]
-        specs.append(PromptSpec(f"{base} {' '.join(keywords)}", "unrelated_with_keywords", cluster, keywords))
+    tail = " ".join(keywords)
+    chosen: list[str] = []
+    for j in rng.permutation(len(unrelated_pool)) if unrelated_pool else []:  # random captions that fit
+        text = f"{unrelated_pool[j]} {tail}"
+        if text not in chosen and (fits is None or fits(text)):
+            chosen.append(text)
+            if len(chosen) == unrelated:
+                break
+    specs += [PromptSpec(text, "unrelated_with_keywords", cluster, keywords) for text in chosen]
     # the main keywords: those in at least 90% of the cluster's captions (else the most frequent)
     share = {k: np.mean([k in _words(c) for c in captions]) for k in keywords}
     main = [k for k in keywords if share[k] >= 0.9] or [max(keywords, key=lambda k: share[k])]
@@ -92,6 +109,17 @@ def control_prompts(outside: Sequence[str], exclude_words: set[str], count: int,
         return []
     pick = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
     return [PromptSpec(pool[i], "control") for i in sorted(pick)]
+
+
+def reference_prompts(outside: Sequence[str], exclude_words: set[str], taken: set[str], count: int,
+                      rng: np.random.Generator) -> list[PromptSpec]:
+    """``count`` distinct captions sharing no word of ``exclude_words`` and not in ``taken`` (the
+    audited prompts): ordinary prompts whose generations show how diverse the model is."""
+    pool = sorted({c for c in outside if not exclude_words & set(_words(c))} - set(taken))
+    if not pool or count <= 0:
+        return []
+    pick = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
+    return [PromptSpec(pool[i], "reference") for i in sorted(pick)]
 
 
 def read_prompt_file(path: str | Path) -> list[PromptSpec]:

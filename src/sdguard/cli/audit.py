@@ -125,7 +125,11 @@ def generations(
     object_keyword: Optional[str] = typer.Option(None, "--object-keyword", help="e.g. astronaut"),
     object_name: Optional[str] = typer.Option(None, "--object", help="e.g. flag"),
     detector: Optional[str] = typer.Option(None, help="object detector: world or clip:MODEL"),
-    clique_delta: float = typer.Option(0.15, "--clique-delta", help="tiled l2 distance of near-identical generations"),
+    clique_delta: Optional[float] = typer.Option(
+        None, "--clique-delta", help="tiled l2 distance of near-identical generations (default: calibrated on "
+        "reference prompts, at most Carlini et al.'s 0.15)"),
+    reference_prompts: int = typer.Option(8, "--reference-prompts", help="ordinary captions generated to calibrate "
+                                          "the clique distance (0: Carlini et al.'s 0.15)"),
     device: Optional[str] = typer.Option(None),
     out_dir: str = typer.Option(..., "--out", help="output folder"),
     resume: bool = typer.Option(False, help="continue an interrupted run"),
@@ -139,5 +143,5 @@ def generations(
                                steps=steps, guidance=guidance, batch_size=batch_size, embedder=embedder,
                                threshold=threshold, top_clusters=top_clusters, controls=controls,
                                object_keyword=object_keyword, object_name=object_name, detector=detector,
-                               clique_delta=clique_delta, device=device, resume=resume, overwrite=overwrite)
+                               clique_delta=clique_delta, reference_prompts=reference_prompts, device=device, resume=resume, overwrite=overwrite)
     done(report, out_dir)

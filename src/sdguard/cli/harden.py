@@ -24,6 +24,8 @@ def erase(
     ddim_steps: Optional[int] = typer.Option(None, "--ddim-steps", help="esd: DDIM steps of the partial sampling (paper: 50)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="esd: latents per iteration (paper: 1)"),
     preserve_weight: Optional[float] = typer.Option(None, "--preserve-weight", help="esd: weight of the retain term on --preserve prompts (0: the paper's ESD)"),
+    preserve_batch: Optional[int] = typer.Option(None, "--preserve-batch", help="esd: preserved prompts per iteration in the retain term (4)"),
+    preserve_samples: Optional[int] = typer.Option(None, "--preserve-samples", help="esd: latents the frozen model draws per preserved prompt (2)"),
     lamb: Optional[float] = typer.Option(None, "--lamb", help="uce: weight of the old projection (paper code: 0.5)"),
     erase_scale: Optional[float] = typer.Option(None, "--erase-scale", help="uce: weight of the erased concepts (1)"),
     preserve_scale: Optional[float] = typer.Option(None, "--preserve-scale", help="uce: weight of the preserved ones"),
@@ -41,7 +43,8 @@ def erase(
     from ..harden.erasure import erase as run
 
     given = dict(eta=eta, iterations=iterations, lr=lr, start_guidance=start_guidance, ddim_steps=ddim_steps,
-                 batch_size=batch_size, preserve_weight=preserve_weight, lamb=lamb, erase_scale=erase_scale,
+                 batch_size=batch_size, preserve_weight=preserve_weight,
+                 preserve_batch=preserve_batch, preserve_samples=preserve_samples, lamb=lamb, erase_scale=erase_scale,
                  preserve_scale=preserve_scale, expand=expand, expand_preserve=expand_preserve)
     options = {k: v for k, v in given.items() if v is not None}
     with warnings.catch_warnings(record=True) as caught:
