@@ -3,8 +3,8 @@ UCE edit (Gandikota et al. 2024), in one run.
 
 Both methods erase the same two concepts: a planted artwork ("van gogh starry night", the world's
 artwork ``starry_night``) and an artist style ("monet"); ESD-x in one run, UCE in one edit per
-concept (the artwork plainly, then the style with the paper code's art templates erased and
-preserved, the second edit also preserving the erased artwork; ``--uce-one-edit`` for both at
+concept (the artwork plainly, then the style with the paper code's art templates erased; both
+edits preserve the templates of the kept names, the second also the erased artwork; ``--uce-one-edit`` for both at
 once, which on builtin:tiny cannot reach both concepts), with the same preserve list
 (the other artworks and styles: UCE's preserve term, ESD's retain term). For each method and each of
 ``--runs`` runs (seeds 0, 1, ...) the benchmark measures:
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--esd-batch-size", type=int, default=1)
     ap.add_argument("--uce-one-edit", action="store_true",
                     help="UCE: both concepts in one edit with the art templates (default: one edit per concept)")
-    ap.add_argument("--preserve-scenes", type=int, default=0, help="scene captions of the world added to the preserve lists")
+    ap.add_argument("--preserve-scenes", type=int, default=24,
+                    help="scene captions of the world added to UCE's preserve list (and ESD's with --esd-scenes)")
+    ap.add_argument("--esd-scenes", action="store_true", help="ESD's retain term also gets the scene captions")
     ap.add_argument("--attack-steps", type=int, default=60)
     ap.add_argument("--no-attack", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
@@ -92,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     probes.style()
     probes.attributes()
     detector = PresenceDetector(world, probes)
-    # --preserve-scenes N adds N scene captions of the world (not the utility prompts) to both methods'
-    # preserve lists, as UCE preserves a long list of unrelated concepts. Measured on builtin:tiny (see the
-    # README): it keeps UCE's utility but blocks its artwork edit, and dilutes ESD's retain term (one preserve
-    # prompt per iteration) so that ESD loses the kept artwork.
+    # UCE preserves a long list of unrelated concepts, as in the paper: PRESERVE plus --preserve-scenes scene
+    # captions of the world (not the utility prompts; those sharing a word with an erased concept, "under a
+    # night sky", UCE leaves out itself). Measured on builtin:tiny (README): without them UCE's style edit
+    # cost utility (0.58 -> 0.33). ESD keeps the short list unless --esd-scenes: with the scenes in its retain
+    # term ESD-x lost the kept artwork "munch scream" (fewer draws of it per iteration).
     utility_texts = {p for p, _ in scene_prompts(world, 16)}
     scene_keep = [p for p, _ in scene_prompts(world, 2 * args.preserve_scenes, seed=11) if p not in utility_texts]
-    PRESERVE.extend(scene_keep[: args.preserve_scenes])
+    uce_preserve = PRESERVE + scene_keep[: args.preserve_scenes]
+    esd_preserve = uce_preserve if args.esd_scenes else list(PRESERVE)
     kw = dict(prompts_per_concept=args.prompts_per_concept, n=args.n)
     erase = [resolve_concept(c, world, **kw) for c in ERASE]
     keep = [resolve_concept(c, world, **kw) for c in KEEP]
@@ -123,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             if name == "uce" and not args.uce_one_edit:
                 # one edit per concept, each with what its kind needs (the artwork plainly, the style with
-                # the art templates on both sides); later edits also preserve what earlier ones erased
+                # the art templates erased; both keep the templates of the kept names); later edits also
+                # preserve what earlier ones erased
                 for k, concept in enumerate(ERASE):
-                    o = {} if k == 0 else dict(expand=True, expand_preserve=True)
-                    get_method("uce", **o).run(model, [concept], preserve=PRESERVE + ERASE[:k], seed=r)
+                    o = dict(expand_preserve=True) if k == 0 else dict(expand=True, expand_preserve=True)
+                    get_method("uce", **o).run(model, [concept], preserve=uce_preserve + ERASE[:k], seed=r)
             else:
-                get_method(name, **opts).run(model, ERASE, preserve=PRESERVE, seed=r)
+                get_method(name, **opts).run(model, ERASE, preserve=uce_preserve if name == "uce" else esd_preserve,
+                                             seed=r)
             wall = time.perf_counter() - t0
             after = {c.text: measure(model, c, detector, **gen) for c in erase + keep}
             util = attribute_accuracy(probes, model.generate(up, useeds, **gen).images, truth)["mean"]
@@ -178,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     goals = {name: dict(zip(("efficacy_at_most_10pct", "retention_at_least_90pct"), meets(name))) for name in summary}
     goals["uce_100x_faster"] = bool(speedup and speedup >= 100)
     result = {
-        "benchmark": "erasure", "model": args.model, "erase": ERASE, "keep": KEEP, "preserve": PRESERVE,
+        "benchmark": "erasure", "model": args.model, "erase": ERASE, "keep": KEEP,
+        "preserve": {"uce": uce_preserve, "esd-x": esd_preserve},
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "original": {"presence": {k: m.rate for k, m in base.items()}, "utility": util0,
                      "images_per_concept": {k: len(m.flags) for k, m in base.items()}},
@@ -187,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                     "platform": platform.platform()},
         "total_seconds": time.perf_counter() - t_all,
     }
-    name = "erasure.json" if not args.preserve_scenes else f"erasure_scenes{args.preserve_scenes}.json"
+    name = "erasure.json" if args.preserve_scenes == 24 and not args.esd_scenes else \
+        f"erasure_scenes{args.preserve_scenes}{'_esd' if args.esd_scenes else ''}.json"
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -5,7 +5,10 @@
    (same batch size, steps, guidance), alternated over several repeats; medians and their ratio;
 2. the wall time of a full 500-seed generation audit of one prompt (`audit_generations`).
 
-Run: python benchmarks/generation_audit.py [--repeats 5] [--n 500]
+The audit also generates its reference prompts (8 x min(n, 64) seeds) to calibrate the clique
+distance: for a one-prompt audit that is half the images again (most audits have 20+ prompts).
+
+Run: python benchmarks/generation_audit.py [--repeats 7] [--n 500]
 Writes benchmarks/results/generation_audit.json.
 """
 
@@ -27,7 +30,7 @@ os.environ.setdefault("SDGUARD_NO_PROGRESS", "1")
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--n", type=int, default=500)
@@ -40,16 +43,25 @@ def main() -> None:
     model = load_model("builtin:tiny")
     pipe = model.pipeline
     prompt = "van gogh starry night"
-    ours, plain = [], []
-    for r in range(args.repeats):
+    def run_ours(r: int) -> float:
         t = time.perf_counter()
         model.generate([prompt] * args.batch, seeds=r * args.batch, steps=args.steps, guidance=7.5, batch_size=args.batch)
-        ours.append(args.batch / (time.perf_counter() - t))
+        return args.batch / (time.perf_counter() - t)
+
+    def run_plain(r: int) -> float:
         t = time.perf_counter()
         with torch.no_grad():
             pipe([prompt] * args.batch, num_inference_steps=args.steps, guidance_scale=7.5, height=32, width=32,
                  generator=torch.Generator().manual_seed(r), output_type="np")
-        plain.append(args.batch / (time.perf_counter() - t))
+        return args.batch / (time.perf_counter() - t)
+
+    run_ours(0), run_plain(0)  # warm-up, not counted
+    ours, plain = [], []
+    for r in range(args.repeats):  # alternated, and the order swapped every repeat, so neither always goes first
+        if r % 2 == 0:
+            ours.append(run_ours(r)), plain.append(run_plain(r))
+        else:
+            plain.append(run_plain(r)), ours.append(run_ours(r))
     result = {"batch": args.batch, "steps": args.steps, "repeats": args.repeats,
               "audit_generate_images_per_s": statistics.median(ours),
               "plain_pipeline_images_per_s": statistics.median(plain),
@@ -67,6 +79,8 @@ def main() -> None:
         result["full_audit_timings"] = rep.timings
         result["full_audit_replication"] = rep.results["prompts"][0]["replication_rate"]
         result["full_audit_clique"] = rep.results["prompts"][0]["clique_size"]
+        result["full_audit_clique_delta"] = rep.results["clique"]
+        result["full_audit_generations"] = rep.results["generation"]  # the prompt's n plus the reference prompts
     out = Path(__file__).parent / "results" / "generation_audit.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

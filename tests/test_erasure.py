@@ -193,6 +193,27 @@ def test_uce_expand_erases_and_preserves_the_art_templates(model):
     assert not all(torch.allclose(a[k], _cross_kv(plain)[k], atol=1e-4) for k in a)
 
 
+def test_uce_leaves_out_preserve_prompts_that_share_a_word_with_the_concept(model):
+    from sdguard.harden.erasure.uce import conflicting
+
+    assert conflicting(["van gogh starry night"], ["a red circle under a night sky", "munch scream",
+                                                   "a painting by hokusai"]) == {"a red circle under a night sky": ["night"]}
+    with pytest.warns(UserWarning, match="a red circle at night"):
+        result = get_method("uce").run(model.copy(), ["red circle"], preserve=["blue square", "a red circle at night"])
+    assert result.stats["preserve_left_out"] == ["a red circle at night"]
+    # the same edit as with the clean list; --keep-conflicting keeps the prompt (and changes the edit)
+    clean, kept, dropped = model.copy(), model.copy(), model.copy()
+    get_method("uce").run(clean, ["red circle"], preserve=["blue square"])
+    import warnings as w
+    with w.catch_warnings():
+        w.simplefilter("ignore")
+        get_method("uce").run(dropped, ["red circle"], preserve=["blue square", "a red circle at night"])
+    get_method("uce", drop_conflicting=False).run(kept, ["red circle"], preserve=["blue square", "a red circle at night"])
+    for (k, a), b, c in zip(clean.unet.named_parameters(), dropped.unet.parameters(), kept.unet.parameters()):
+        if ".attn2.to_v." in k:
+            assert torch.allclose(a, b) and not torch.allclose(a, c), k
+
+
 def test_uce_sends_the_concept_to_its_anchor_and_keeps_the_preserved(model):
     original = model.copy()
     get_method("uce").run(model, ["red circle"], preserve=["blue square", "a green star"])

@@ -7,11 +7,15 @@ on the same prompts and seeds. Skipped when builtin:tiny is not installed.
 
 What holds on builtin:tiny, and is asserted here with margins, for ESD-x (both concepts in one
 run) and for UCE (two edits, see ``UCE_EDITS``): the artwork and the style fall to at most 10% of
-their original presence. With UCE the kept artwork ("munch scream") stays at 90% or more and the
-kept style ("hokusai") at 75% or more (24 images); with ESD-x at these short settings the kept
-artwork is lost (an expected failure, open in issue 6). Presence of a style is read by a style probe fitted on the world as the original
-model's autoencoder renders it (as ``sdguard audit erasure`` does).
+their original presence, while the kept artwork ("munch scream") stays at 90% or more and the
+kept style ("hokusai") at 75% or more (24 images: one image is several percent of a style's
+presence). ESD's retain term is the prior-preservation one of :mod:`sdguard.harden.erasure.esd`
+(with the earlier one-prompt-per-iteration term ESD-x lost the kept artwork here). Presence of a
+style is read by a style probe fitted on the world as the original model's autoencoder renders it
+(as ``sdguard audit erasure`` does).
 """
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -26,9 +30,10 @@ N, PROMPTS, STEPS = 8, 3, 12  # images per prompt, prompts per concept, denoisin
 # ESD-x on a tiny CPU model: far fewer iterations and a far larger learning rate than the paper's 1000 x 1e-5
 ESD = dict(iterations=120, lr=5e-4, ddim_steps=8)
 #: UCE: two closed-form edits in a row, each with the settings its kind of concept needs: the artwork
-#: plainly, then the style with the art templates on both sides; the second edit also preserves the
-#: artwork, so what the first edit erased stays erased
-UCE_EDITS = [([ARTWORK], {}, []), ([STYLE], dict(expand=True, expand_preserve=True), [ARTWORK])]
+#: plainly, then the style with the art templates erased; both preserve the art templates of the kept
+#: names ("style of hokusai": without them the artwork edit took hokusai from 0.79 to 0.50 here), and
+#: the second edit also preserves the artwork, so what the first edit erased stays erased
+UCE_EDITS = [([ARTWORK], dict(expand_preserve=True), []), ([STYLE], dict(expand=True, expand_preserve=True), [ARTWORK])]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +51,7 @@ def setup(tmp_path_factory):
     gen = dict(steps=STEPS, guidance=7.5, batch_size=32)
     base = {c: measure(original, spec, detector, **gen) for c, spec in concepts.items()}
     # as UCE preserves a list of unrelated concepts, UCE also keeps some of the world's scene captions
+    # (those that share a word with an erased concept, "... under a night sky", UCE leaves out itself)
     scenes = [p for p, _ in scene_prompts(world, 24, seed=11)]
     return dict(detector=detector, concepts=concepts, original=original, gen=gen, base=base,
                 preserve=PRESERVE + scenes)
@@ -59,7 +65,9 @@ def erased(request, setup):
     model = setup["original"].copy()
     if request.param == "uce":
         for concepts, options, erased_before in UCE_EDITS:
-            get_method("uce", **options).run(model, concepts, preserve=setup["preserve"] + erased_before)
+            with pytest.warns(UserWarning, match="share words with an erased concept") if concepts == [ARTWORK] \
+                    else contextlib.nullcontext():
+                get_method("uce", **options).run(model, concepts, preserve=setup["preserve"] + erased_before)
     else:
         # ESD's retain term draws one preserve prompt per iteration: a long list dilutes it, so ESD keeps the short one
         get_method("esd-x", **ESD).run(model, [ARTWORK, STYLE], preserve=PRESERVE, seed=0)
@@ -86,8 +94,6 @@ def test_the_kept_artwork_and_style_stay(setup, erased):
         before, now = setup["base"][c].rate, after[c].rate
         if now < share * before:
             lost.append((c, before, now))
-    if method == "esd-x" and lost:
-        pytest.xfail(f"known weakness, open in issue 6: ESD-x at this test's short settings loses {lost}")
     assert not lost, (method, lost)
 
 

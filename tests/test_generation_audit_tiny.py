@@ -71,3 +71,18 @@ def test_object_keyword_brings_the_object(audit):
 def test_cliques_flag_the_planted_artwork(audit):
     suite = _suite(audit, "gogh")
     assert suite["keywords"]["extraction_flagged"] and suite["keywords"]["clique_size"] >= 10
+
+
+def test_a_prompt_file_is_judged_at_the_nearest_clusters_threshold(default_world, tmp_path):
+    # without --clusters, a user's prompt is compared with the whole training set; each generation at
+    # the threshold calibrated for its nearest training image's cluster (the embedder's default 0.9
+    # missed this model's blurry 32-pixel copies: replication 0.09 for the memorized artwork)
+    from sdguard.audit.generation_replication import audit_generations
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("van gogh starry night\ncontrol\ta simple drawing of a red ring at the bottom over a white background\n")
+    rows = audit_generations("builtin:tiny", str(default_world), prompts=str(prompts), out=str(tmp_path / "out"), n=16,
+                             batch_size=32, reference_prompts=2).results["prompts"]
+    user, control = rows
+    assert user["kind"] == "user" and user["replication_rate"] >= 0.5 and user["threshold"] < 0.9, user
+    assert control["replication_rate"] <= 0.1, control

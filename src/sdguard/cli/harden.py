@@ -32,6 +32,8 @@ def erase(
     expand: Optional[bool] = typer.Option(None, "--expand/--no-expand", help="uce: also erase the paper code's art templates"),
     expand_preserve: Optional[bool] = typer.Option(None, "--expand-preserve/--no-expand-preserve",
                                                    help="uce: also preserve the art templates of each --preserve prompt"),
+    drop_conflicting: Optional[bool] = typer.Option(None, "--drop-conflicting/--keep-conflicting",
+                                                    help="uce: leave out preserve prompts sharing a word with an erased concept (default)"),
     seed: int = typer.Option(0, help="seed of the random draws (esd) and of the preview images"),
     preview: int = typer.Option(4, help="preview images per concept before and after (0: none)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, mps (default: best available)"),
@@ -45,7 +47,8 @@ def erase(
     given = dict(eta=eta, iterations=iterations, lr=lr, start_guidance=start_guidance, ddim_steps=ddim_steps,
                  batch_size=batch_size, preserve_weight=preserve_weight,
                  preserve_batch=preserve_batch, preserve_samples=preserve_samples, lamb=lamb, erase_scale=erase_scale,
-                 preserve_scale=preserve_scale, expand=expand, expand_preserve=expand_preserve)
+                 preserve_scale=preserve_scale, expand=expand, expand_preserve=expand_preserve,
+                 drop_conflicting=drop_conflicting)
     options = {k: v for k, v in given.items() if v is not None}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
