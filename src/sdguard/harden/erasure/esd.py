@@ -216,12 +216,17 @@ class _ESD(ErasureMethod):
             return None
         g = torch.Generator("cpu").manual_seed(int(seed) + 7919)
         m = o.preserve_samples
+        texts = [p for p in preserve for _ in range(m)]
+        noise = torch.randn((len(texts), *latent_shape), generator=g)
+        latents, conds = [], []
         with torch.no_grad():
-            emb = teacher.encode_prompts([p for p in preserve for _ in range(m)])
-            noise = torch.randn((len(preserve) * m, *latent_shape), generator=g)
-            x0 = teacher.sample_latents(emb, noise, steps=o.ddim_steps, guidance=o.start_guidance)
+            for i in range(0, len(texts), 32):  # in chunks: a long preserve list on a large model
+                emb = teacher.encode_prompts(texts[i:i + 32])
+                latents.append(teacher.sample_latents(emb, noise[i:i + 32], steps=o.ddim_steps, guidance=o.start_guidance))
+                conds.append(emb.cond)
+        x0, cond = torch.cat(latents), torch.cat(conds)
         return {"latents": x0.reshape(len(preserve), m, *x0.shape[1:]),
-                "cond": emb.cond.reshape(len(preserve), m, *emb.cond.shape[1:])[:, 0]}
+                "cond": cond.reshape(len(preserve), m, *cond.shape[1:])[:, 0]}
 
     @staticmethod
     def _retain_batch(model, prior: dict, o: ESDOptions, gen: torch.Generator, T: int):
