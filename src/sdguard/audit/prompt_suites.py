@@ -102,24 +102,21 @@ def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str
     return specs
 
 
-def control_prompts(outside: Sequence[str], exclude_words: set[str], count: int, rng: np.random.Generator) -> list[PromptSpec]:
-    """``count`` distinct captions sharing no word of ``exclude_words``."""
-    pool = sorted({c for c in outside if not exclude_words & set(_words(c))})
-    if not pool:
-        return []
-    pick = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
-    return [PromptSpec(pool[i], "control") for i in sorted(pick)]
-
-
-def reference_prompts(outside: Sequence[str], exclude_words: set[str], taken: set[str], count: int,
-                      rng: np.random.Generator) -> list[PromptSpec]:
-    """``count`` distinct captions sharing no word of ``exclude_words`` and not in ``taken`` (the
-    audited prompts): ordinary prompts whose generations show how diverse the model is."""
+def control_prompts(outside: Sequence[str], exclude_words: set[str], count: int, rng: np.random.Generator,
+                    taken: Sequence[str] = (), kind: str = "control") -> list[PromptSpec]:
+    """``count`` distinct captions sharing no word of ``exclude_words`` and not in ``taken``."""
     pool = sorted({c for c in outside if not exclude_words & set(_words(c))} - set(taken))
     if not pool or count <= 0:
         return []
     pick = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
-    return [PromptSpec(pool[i], "reference") for i in sorted(pick)]
+    return [PromptSpec(pool[i], kind) for i in sorted(pick)]
+
+
+def reference_prompts(outside: Sequence[str], exclude_words: set[str], taken: Sequence[str], count: int,
+                      rng: np.random.Generator) -> list[PromptSpec]:
+    """Control-like captions not among the audited prompts (``taken``): ordinary prompts whose
+    generations show how diverse the model is."""
+    return control_prompts(outside, exclude_words, count, rng, taken=taken, kind="reference")
 
 
 def read_prompt_file(path: str | Path) -> list[PromptSpec]:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-import re
 import warnings
 from typing import Sequence
 
@@ -49,6 +48,7 @@ import torch
 from pydantic import Field
 
 from ...config import RunConfig
+from ...data.captions import STOP_WORDS, words
 from ...errors import InputError
 from .base import ErasureMethod, ErasureResult, register_method, token_count
 
@@ -74,13 +74,13 @@ class UCEOptions(RunConfig):
 ART_TEMPLATES = ("painting by {}", "art by {}", "artwork by {}", "picture by {}", "style of {}")
 
 
-#: words too common to make a preserve prompt conflict with an erased concept
-_FUNCTION_WORDS = frozenset("a an the of by in on at to and or with over under from for near next its his her "
-                            "their style painting art artwork picture photo drawing".split())
+#: words too common to make a preserve prompt conflict with an erased concept: the caption stop
+#: words and the words of the art templates
+_COMMON_WORDS = STOP_WORDS | frozenset("style painting art artwork picture photo drawing".split())
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in _FUNCTION_WORDS}
+    return set(words(text)) - _COMMON_WORDS
 
 
 def conflicting(concepts: Sequence[str], preserve: Sequence[str]) -> dict[str, list[str]]:
