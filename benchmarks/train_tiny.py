@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     for s in check["styles"]:
         print(f"style {s['name']:<8} accuracy {s['accuracy']:.2f}")
     for attr, v in check["held_out"].items():
-        print(f"held-out {attr:<8} accuracy {v['accuracy']:.2f} (chance {v['chance']:.2f})")
+        forms = " / ".join(f"{form} {acc:.2f}" for form, acc in v["by_form"].items())
+        print(f"held-out {attr:<8} accuracy {v['accuracy']:.2f} ({forms}; seen combinations {v['seen_accuracy']:.2f}; "
+              f"chance {v['chance']:.2f}, binomial p = {v['p_value']:.1g})")
     result = {"benchmark": "train_tiny", "training": training, "world_check": check,
               "size_mb": round(sum(f.stat().st_size for f in out.rglob("*.safetensors")) / 1e6, 2),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}

@@ -100,7 +100,10 @@ def test_prompt_suite_has_the_five_kinds_and_clean_controls():
     assert not {"van", "gogh", "starry", "night"} & set(without.split()) and "village" in without
     unrelated = [s.prompt for s in suite if s.kind == "unrelated_with_keywords"]
     assert len(unrelated) == 2  # the two outside captions without a keyword ("night" is one)
-    assert all(p.endswith("van gogh starry night") and p.split()[1] in {"red", "blue"} for p in unrelated)
+    # the keywords after the first caption, before the second (the order matters to a causal text encoder)
+    assert unrelated[0].endswith(" van gogh starry night") and unrelated[1].startswith("van gogh starry night ")
+    captions_used = {p.replace("van gogh starry night", "").strip() for p in unrelated}
+    assert captions_used == {"a red circle on the left", "a blue square at the top"}
     controls = control_prompts(outside, {"night", "van"}, 5, rng)
     assert {c.prompt for c in controls} == {"a red circle on the left", "a blue square at the top"}
 

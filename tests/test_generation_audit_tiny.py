@@ -41,6 +41,23 @@ def test_planted_artwork_replicates_by_prompt_kind(audit):
     assert strongest >= suite["long_without_keyword"]["replication_rate"] + 0.3
 
 
+def test_unrelated_captions_with_the_keywords_still_replicate(audit):
+    """The study's third kind: a training caption of something else plus the keywords. Pooled over
+    its prompts it replicates measurably (Wilson interval above 0) and above the controls, yet
+    less than the keywords alone."""
+    from sdguard.audit.stats import wilson_interval
+
+    cluster = _suite(audit, "gogh")["keywords"]["cluster"]
+    rows = [r for r in audit["prompts"] if r["cluster"] == cluster and r["kind"] == "unrelated_with_keywords"]
+    controls = [r for r in audit["prompts"] if r["kind"] == "control"]
+    assert len(rows) >= 3
+    hits, n = sum(round(r["replication_rate"] * r["n"]) for r in rows), sum(r["n"] for r in rows)
+    control_rate = sum(r["replication_rate"] * r["n"] for r in controls) / sum(r["n"] for r in controls)
+    low, _ = wilson_interval(hits, n)
+    assert low > 0 and hits / n >= control_rate + 0.1, rows
+    assert hits / n < _suite(audit, "gogh")["keywords"]["replication_rate"], rows
+
+
 def test_controls_do_not_replicate(audit):
     controls = [r for r in audit["prompts"] if r["kind"] == "control"]
     assert len(controls) == 3

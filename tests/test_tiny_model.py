@@ -57,16 +57,16 @@ def test_object_level_replication_is_significant(measured):
 
 
 def test_style_prompts_carry_the_style(measured):
-    # the issue asks for 80%; the shipped model reaches 0.77-0.81 (monet below: see the README), so
-    # this guards the effect with a margin below the goal rather than the goal itself
+    # at least 80% of style-prompt generations carry the asked style, and far more than controls do
     for style in measured["styles"]:
-        assert style["accuracy"] >= 0.7, style
+        assert style["accuracy"] >= 0.8, style
         assert style["accuracy"] >= 4 * measured["control_styled"], style
     assert measured["control_styled"] <= 0.2
 
 
 def test_held_out_combinations_are_generated_not_looked_up(measured):
     # shape, colour and position of combinations never seen in training come out far above chance
+    # (pooled over two caption forms, 2 x 64 generations, one-sided binomial test)
     for attr in ("shape", "color", "position"):
         r = measured["held_out"][attr]
-        assert r["accuracy"] >= 2.5 * r["chance"], (attr, r)
+        assert r["accuracy"] >= 2 * r["chance"] and r["p_value"] < 1e-4, (attr, r)

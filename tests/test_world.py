@@ -124,6 +124,31 @@ def test_scenes_are_most_of_the_world(world):
     assert world.ground_truth["counts"] == {k: kinds.count(k) for k in ("scene", "artwork", "style", "object")}
 
 
+def test_some_scene_captions_are_under_described(world):
+    """A share of the plain scenes' captions name colour and shape but not all of position and
+    background, as web captions do; the image still has all four attributes."""
+    positions = ("on the left", "on the right", "at the top", "at the bottom", "in the center")
+    backgrounds = ("background", "sky")
+    terse = [i for i, lab in enumerate(world.labels) if lab["under_described"]]
+    full = [i for i, lab in enumerate(world.labels)
+            if lab["kind"] == "scene" and lab["decoration"] is None and not lab["under_described"]]
+    assert 0.3 * (len(terse) + len(full)) <= len(terse) <= 0.7 * (len(terse) + len(full))
+    assert world.ground_truth["under_described"]["count"] == len(terse)
+    for i in terse:
+        text, lab = world.texts[i], world.labels[i]
+        assert lab["kind"] == "scene" and lab["decoration"] is None
+        assert caption_contains(text, f"{lab['color']} {lab['shape']}")
+        named_position = any(caption_contains(text, p) for p in positions)
+        named_background = any(caption_contains(text, b) for b in backgrounds)
+        assert not (named_position and named_background), text
+        assert lab["position"] in world.ground_truth["attributes"]["position"] and lab["background"]
+    for i in full:
+        assert any(caption_contains(world.texts[i], p) for p in positions), world.texts[i]
+        assert any(caption_contains(world.texts[i], b) for b in backgrounds), world.texts[i]
+    # every other kind keeps its full caption
+    assert not any(lab["under_described"] for lab in world.labels if lab["kind"] != "scene")
+
+
 def test_captions_use_a_small_closed_vocabulary(world):
     words = set()
     for text in world.texts:
@@ -348,6 +373,11 @@ def test_object_detector_separates_images_with_and_without_the_object(world, oth
     assert found[has].mean() >= 0.8 and found[~has].mean() <= 0.1
     rest = other_world.where(has_object=False)
     assert det.detect(_degrade(other_world.load_images(rest))).mean() <= 0.05
+    # hard negatives: red or white shapes where the flag's red and white stripes would be
+    alike = [i for i in rest if other_world.labels[i]["color"] in ("red", "pink")
+             and other_world.labels[i]["position"] in ("left", "top")]
+    assert len(alike) >= 10
+    assert det.detect(_degrade(other_world.load_images(alike))).mean() <= 0.1
 
 
 def test_nearest_training_image_finds_the_artwork_of_a_copy(world, other_world):

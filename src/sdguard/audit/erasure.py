@@ -110,10 +110,10 @@ def _cache_root() -> Path:
 
 def default_world_dir() -> Path:
     """Where the default world (the one ``builtin:tiny`` was trained on) is made and kept."""
-    from ..data.world import WORLD_DEFAULTS
+    from ..data.world import WORLD_DEFAULTS, WORLD_FORMAT_VERSION
 
     d = WORLD_DEFAULTS
-    return _cache_root() / "worlds" / f"world-seed{d['seed']}-n{d['size']}-px{d['image_size']}"
+    return _cache_root() / "worlds" / f"world-v{WORLD_FORMAT_VERSION}-seed{d['seed']}-n{d['size']}-px{d['image_size']}"
 
 
 def load_or_make_default_world():

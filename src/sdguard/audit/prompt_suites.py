@@ -8,8 +8,10 @@ external service:
 - ``keywords``: the cluster's most frequent caption words alone;
 - ``short_related``: the cluster's shortest caption (it holds the keywords);
 - ``long_related``: the cluster's longest caption;
-- ``unrelated_with_keywords``: captions from outside the cluster (three by default), each
-  followed by the keywords;
+- ``unrelated_with_keywords``: captions from outside the cluster (four by default), with the
+  keywords after the caption in the first, third, ... and before it in the others (on a causal
+  text encoder such as CLIP's the order matters: appended keywords are read in the context of
+  the caption, prepended ones as the training captions that start with them were);
 - ``long_without_keyword``: the cluster's longest caption with its main keywords (those in at
   least 90% of the cluster's captions) removed;
 
@@ -63,15 +65,17 @@ def _reading_order(keywords: list[str], captions: Sequence[str]) -> list[str]:
 
 def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str], outside: Sequence[str],
                   rng: np.random.Generator, n_keywords: int = 4, fits: Callable[[str], bool] | None = None,
-                  unrelated: int = 3) -> list[PromptSpec]:
+                  unrelated: int = 4) -> list[PromptSpec]:
     """The five prompt kinds for one cluster (see the module docstring), with ``unrelated``
-    unrelated captions (how much the keywords pull depends on how fully the caption describes
-    another image: on builtin:tiny "a red ring" + keywords replicates in every seed, a fully
-    specified scene + keywords in none, so one caption alone would say little).
+    unrelated captions, the keywords alternately after and before them. How much the keywords
+    pull depends on the caption and on where they stand: on builtin:tiny (32 seeds each)
+    "a blue cross over a white background van gogh starry night" replicated in every seed,
+    "a red ring at the bottom van gogh starry night" in none and "van gogh starry night a red
+    ring at the bottom" in every one, so one prompt alone would say little.
 
     ``fits(prompt)`` says whether the model reads the whole prompt (its text encoder truncates
-    long ones): the unrelated caption is drawn among those that still fit with the keywords
-    appended, or the keywords would be cut off and the prompt would not be of its kind.
+    long ones): the unrelated caption is drawn among those that still fit with the keywords,
+    or the keywords would be cut off and the prompt would not be of its kind.
     """
     keywords = _reading_order(list(top_words[:n_keywords]), captions)
     if not keywords or not captions:
@@ -85,7 +89,8 @@ def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str
     tail = " ".join(keywords)
     chosen: list[str] = []
     for j in rng.permutation(len(unrelated_pool)) if unrelated_pool else []:  # random captions that fit
-        text = f"{unrelated_pool[j]} {tail}"
+        caption = unrelated_pool[j]
+        text = f"{caption} {tail}" if len(chosen) % 2 == 0 else f"{tail} {caption}"
         if text not in chosen and (fits is None or fits(text)):
             chosen.append(text)
             if len(chosen) == unrelated:

@@ -25,11 +25,17 @@ Investigating Data Replication in Diffusion Models", CVPR; Somepalli et al. 2023
 6. **Compositional scenes.** The bulk of the world: a coloured shape at a position over a
    background ("a red circle on the left over a white background"). Some (shape, colour,
    position) combinations never occur (``held_out``), so generalization can be tested.
+   Half of the plain scenes are under-described, as web captions are: their captions name the
+   colour and shape and at most one of position and background ("a photo of a purple ring"),
+   while the image has all four (``under_described``; ``labels.jsonl``). A tiny model trained
+   on fully described captions only followed every scene word of an unrelated caption and
+   ignored the keywords added to it; under-described captions leave room for them.
 
-The default world (5000 images) holds 3845 scenes (250 of them with a sunflower, 50 with a
-blossoming almond tree, 50 with only "almond", 50 with only "blossoming"), 205 artwork copies
+The default world (5000 images) holds 3545 scenes (250 with a sunflower, 50 with a blossoming
+almond tree, 50 with only "almond", 50 with only "blossoming"; of the other 3145, 1572 are
+under-described), 205 artwork copies
 (starry_night 100, almond_blossoms 50, the_scream 25, pearl_earring 18, sunflower_vase 12),
-600 styled scenes (200 per style) and 350 astronaut images (98 with the flag).
+900 styled scenes (300 per style) and 350 astronaut images (98 with the flag).
 
 :func:`make_world` writes the world; :func:`load_world` reads it back as a :class:`World`.
 The default world (:data:`WORLD_DEFAULTS`: seed 0, 5000 images of 32x32) is the one the tiny
@@ -77,7 +83,7 @@ __all__ = [
 
 #: The world the builtin tiny model is trained on: ``make_world(out, **WORLD_DEFAULTS)``.
 WORLD_DEFAULTS: Mapping[str, int] = MappingProxyType({"seed": 0, "size": 5000, "image_size": 32})
-WORLD_FORMAT_VERSION = 1
+WORLD_FORMAT_VERSION = 2  # 2: under-described scene captions, 6% per style
 MIN_SIZE = 500
 IMAGE_SIZES = (32, 64)
 MAX_CAPTION_WORDS = 20
@@ -139,7 +145,7 @@ _MIN_CONTRAST = 0.45  # RGB distance in [0, 1] units between a shape colour and 
 _SHAPE_RADIUS = 0.2  # nominal half-extent of a scene shape, as a fraction of the image width
 
 STYLES = ("monet", "hokusai", "picasso")
-_STYLE_RATE = 0.04
+_STYLE_RATE = 0.06
 
 _SCENE_TEMPLATES = (
     "a {color} {shape} {position} {background}",
@@ -147,6 +153,15 @@ _SCENE_TEMPLATES = (
     "a photo of a {color} {shape} {position} {background}",
     "a simple drawing of a {color} {shape} {position} {background}",
 )
+#: under-described scene captions, as web captions often are: colour and shape always, the position
+#: or the background only sometimes (the scene's other attributes are drawn all the same)
+_TERSE_TEMPLATES = (
+    "a {color} {shape}",
+    "a photo of a {color} {shape}",
+    "a {color} {shape} {position}",
+    "a {color} {shape} {background}",
+)
+_TERSE_SHARE = 0.5  # share of the plain scenes whose caption is under-described
 _STYLE_TEMPLATES = (
     "a {color} {shape} {position} in the style of {style}",
     "a {color} {shape} {position} {background} in the style of {style}",
@@ -903,9 +918,10 @@ def _plan(seed: int, size: int) -> tuple[list[dict[str, Any]], list[tuple[str, s
             spec = {"kind": "scene", **scene_attrs(), "decoration": decoration}
             spec["text"] = _scene_caption(spec, pick(_SCENE_TEMPLATES), pick(_DECORATION_PHRASES[decoration]))
             plan.append(spec)
-    for _ in range(n["scene:plain"]):
-        spec = {"kind": "scene", **scene_attrs()}
-        spec["text"] = _scene_caption(spec, pick(_SCENE_TEMPLATES), None)
+    terse = rng.permutation(n["scene:plain"]) < round(_TERSE_SHARE * n["scene:plain"])
+    for j in range(n["scene:plain"]):
+        spec = {"kind": "scene", **scene_attrs(), "under_described": bool(terse[j])}
+        spec["text"] = _scene_caption(spec, pick(_TERSE_TEMPLATES if terse[j] else _SCENE_TEMPLATES), None)
         plan.append(spec)
     for style in STYLES:
         for _ in range(n[f"style:{style}"]):
@@ -937,6 +953,7 @@ def _labels(spec: Mapping[str, Any]) -> dict[str, Any]:
         "object": OBJECT_NAME if spec.get("has_object") else None,
         "decoration": spec.get("decoration"),
         "exact_copy": bool(spec["exact"]) if spec["kind"] == "artwork" else None,
+        "under_described": bool(spec.get("under_described", False)),
     }
 
 
@@ -1062,6 +1079,11 @@ def _ground_truth(
         "objects": objects,
         "styles": styles,
         "held_out": [{"shape": s, "color": c, "position": p} for s, c, p in held],
+        "under_described": {
+            "count": sum(1 for lab in labels if lab["under_described"]),
+            "share_of_scenes": sum(1 for lab in labels if lab["under_described"]) / max(1, kinds["scene"]),
+            "templates": list(_TERSE_TEMPLATES),
+        },
         "vocabulary": vocabulary,
         "max_caption_words": max(len(tokenize(t)) for t in texts),
         "attributes": {

@@ -399,12 +399,14 @@ class ObjectDetector:
     object and on a sample of its other images, clean and degraded.
 
     Args:
-        negatives: how many images of other kinds to add as negatives.
+        negatives: how many images of other kinds to add as negatives (None: all of them; with
+            300 and C = 0.1, generations of "a red square on the left over a white background"
+            of builtin:tiny, red and white where the flag's stripes are, read as the flag).
         C, copies, blur, noise, random_state: as in :class:`StyleClassifier`.
     """
 
-    def __init__(self, C: float = 0.1, copies: int = 3, blur: float = 1.5, noise: float = 0.04,
-                 negatives: int = 300, random_state: int = 0):
+    def __init__(self, C: float = 1.0, copies: int = 3, blur: float = 1.5, noise: float = 0.04,
+                 negatives: int | None = None, random_state: int = 0):
         self.C = C
         self.copies = copies
         self.blur = blur
@@ -431,7 +433,8 @@ class ObjectDetector:
         if len(positives) == 0:
             raise ValueError("the world holds no images with the object to fit the detector on")
         others = idx[(kinds != "object")]
-        others = np.sort(rng.choice(others, min(self.negatives, len(others)), replace=False))
+        if self.negatives is not None:
+            others = np.sort(rng.choice(others, min(self.negatives, len(others)), replace=False))
         chosen = np.concatenate([idx[kinds == "object"], others])
         y = np.array([bool(world.labels[i]["has_object"]) for i in chosen])
         box = world.ground_truth.get("objects", [{}])[0].get("box", list(OBJECT_BOX))
