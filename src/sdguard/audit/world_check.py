@@ -108,11 +108,11 @@ def check_world_model(model, world: World, settings: WorldCheckSettings | None =
     control_styles = styles.predict(control)
     results["control_styled"] = float(np.mean([p != "none" for p in control_styles]))
     # generalization to held-out combinations
-    results["held_out"] = _held_out(model, world, seen, gen, s, rng)
+    results["held_out"] = _held_out(world, seen, gen, s, rng)
     return results
 
 
-def _held_out(model, world: World, seen: World, gen, s: WorldCheckSettings, rng: np.random.Generator) -> dict:
+def _held_out(world: World, seen: World, gen, s: WorldCheckSettings, rng: np.random.Generator) -> dict:
     """Attributes of (shape, colour, position) combinations never seen in training, read back by
     an attribute classifier, in two caption forms of the world ("... over a white background" and
     the under-described "a red circle on the left"), ``s.seeds`` generations each; beside them the

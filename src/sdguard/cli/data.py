@@ -28,4 +28,8 @@ def make_world(
         out.print(f"  spread keyword {s['keyword']}: dominant cluster {s['dominant_share']:.1%}")
     for o in truth["objects"]:
         out.print(f"  object {o['object']} in {o['share']:.0%} of '{o['keyword']}' images, never named")
+    for st in truth["styles"]:
+        out.print(f"  style {st['name']}: {len(st['files'])} images ({st['rate']:.0%})")
+    u = truth["under_described"]
+    out.print(f"  under-described scene captions: {u['count']} ({u['share_of_scenes']:.0%} of scenes)")
     out.print(f"[green]world:[/green] {out_dir} ({truth['size']} images, ground_truth.json)")
