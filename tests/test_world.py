@@ -418,3 +418,13 @@ def test_large_images_show_the_same_world():
     for spec in plan[:30]:
         image = world_module._render(spec, 64, np.random.default_rng(0), large)
         assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+
+
+def test_make_world_command_reports_the_planted_cases(run_cli, tmp_path):
+    code, out, err = run_cli("data", "make-world", tmp_path / "w", "--size", 500, "--seed", 3)
+    assert code == 0, err
+    truth = json.loads((tmp_path / "w" / "ground_truth.json").read_text())
+    assert "starry_night" in out and "under-described scene captions" in out
+    assert f"{truth['under_described']['count']} (" in out
+    code, _, err = run_cli("data", "make-world", tmp_path / "x", "--size", 10)
+    assert code != 0 and "size 10" in err and not (tmp_path / "x" / "ground_truth.json").exists()
