@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--esd-lr", type=float, default=5e-4)
     ap.add_argument("--esd-ddim-steps", type=int, default=10)
     ap.add_argument("--esd-batch-size", type=int, default=1)
+    ap.add_argument("--esd-preserve-weight", type=float, default=30.0,
+                    help="weight of ESD's retain term (at 1 ESD-x took munch scream with the artwork on builtin:tiny v2)")
+    ap.add_argument("--esd-preserve-batch", type=int, default=8, help="preserved prompts in ESD's retain term per iteration")
     ap.add_argument("--uce-one-edit", action="store_true",
                     help="UCE: both concepts in one edit with the art templates (default: one edit per concept)")
     ap.add_argument("--preserve-scenes", type=int, default=24,
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = {
         "esd-x": dict(iterations=args.esd_iterations, lr=args.esd_lr, ddim_steps=args.esd_ddim_steps,
-                      batch_size=args.esd_batch_size),
+                      batch_size=args.esd_batch_size, preserve_weight=args.esd_preserve_weight,
+                      preserve_batch=args.esd_preserve_batch),
         "uce": {} if not args.uce_one_edit else dict(expand=True),
     }
     runs: dict[str, list[dict]] = {m: [] for m in methods}
