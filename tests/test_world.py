@@ -373,7 +373,7 @@ def test_object_detector_separates_images_with_and_without_the_object(world, oth
     assert found[has].mean() >= 0.8 and found[~has].mean() <= 0.1
     rest = other_world.where(has_object=False)
     assert det.detect(_degrade(other_world.load_images(rest))).mean() <= 0.05
-    # hard negatives: red or white shapes where the flag's red and white stripes would be
+    # hard negatives: red or pink shapes where the flag's red and white stripes would be
     alike = [i for i in rest if other_world.labels[i]["color"] in ("red", "pink")
              and other_world.labels[i]["position"] in ("left", "top")]
     assert len(alike) >= 10
