@@ -120,7 +120,7 @@ def _held_out(world: World, seen: World, gen, s: WorldCheckSettings, rng: np.ran
     binomial test of the pooled held-out accuracy against chance."""
     from scipy.stats import binomtest
 
-    from ..data.world import _BACKGROUND_PHRASES, _POSITION_PHRASES  # the world's caption phrases
+    from ..data.world import _scene_caption  # the world's own caption writer (phrases, articles)
 
     held = [(h["shape"], h["color"], h["position"]) for h in world.ground_truth["held_out"]]
     values = world.ground_truth["attributes"]
@@ -128,14 +128,16 @@ def _held_out(world: World, seen: World, gen, s: WorldCheckSettings, rng: np.ran
     unseen = set(held)
     seen_pool = [c for c in all_combos if c not in unseen]
     seen_combos = [seen_pool[i] for i in rng.choice(len(seen_pool), size=len(held), replace=False)]
-    forms = {"white_background": " " + _BACKGROUND_PHRASES["white"], "under_described": ""}
+    forms = {"white_background": "a {color} {shape} {position} {background}",
+             "under_described": "a {color} {shape} {position}"}
     attrs = AttributeClassifier().fit(seen)
     names = ("shape", "color", "position")
     correct: dict = {group: {form: {} for form in forms} for group in ("held_out", "seen")}
     for group, combos in (("held_out", held), ("seen", seen_combos)):
-        for form, tail in forms.items():
+        for form, template in forms.items():
             truth = [combos[k % len(combos)] for k in range(s.seeds)]
-            prompts = [f"a {c} {sh} {_POSITION_PHRASES[p]}{tail}" for sh, c, p in truth]
+            prompts = [_scene_caption({"shape": sh, "color": c, "position": p, "background": "white"}, template, None)
+                       for sh, c, p in truth]
             predicted = attrs.predict(gen(prompts))
             for j, attr in enumerate(names):
                 correct[group][form][attr] = [p == t[j] for p, t in zip(predicted[attr], truth)]

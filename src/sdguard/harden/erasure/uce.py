@@ -40,8 +40,8 @@ warning naming them.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -168,10 +168,9 @@ class UCE(ErasureMethod):
         if o.expand_preserve:  # the preserved names in the same templates, so the shared context words keep their outputs
             names = [p for p in preserve if len(p.split()) <= TEMPLATE_MAX_WORDS]
             preserve = preserve + [t.format(p) for p in names for t in ART_TEMPLATES]
-        kept = [preserve_embeddings(model, preserve)] if preserve else []
         c_e = torch.cat([c for c, _ in pairs])  # erased tokens, n_e x d
         c_a = torch.cat([a for _, a in pairs])  # their anchors
-        c_p = torch.cat(kept) if kept else c_e.new_zeros((0, c_e.shape[1]))
+        c_p = preserve_embeddings(model, preserve) if preserve else c_e.new_zeros((0, c_e.shape[1]))
         d = c_e.shape[1]
         eye = torch.eye(d, dtype=torch.float64, device=c_e.device)
         # the right-hand factor is the same for every projection
