@@ -18,7 +18,7 @@ from sdguard.audit.clustering import (
 )
 from sdguard.audit.dataset_replication import audit_data, cooccurrence, score_groups
 from sdguard.cli import main as cli_main
-from sdguard.errors import InputError
+from sdguard.core.errors import InputError
 from sdguard.report import load_report
 
 pq = pytest.importorskip("pyarrow.parquet")

@@ -14,7 +14,7 @@ from sdguard.audit.extraction import DEFAULT_DELTA, calibrate_delta, extraction_
 from sdguard.audit.generation_replication import audit_generations, calibrate_threshold
 from sdguard.audit.prompt_suites import KINDS, cluster_suite, control_prompts, read_prompt_file
 from sdguard.audit.stats import wilson_interval
-from sdguard.errors import InputError
+from sdguard.core.errors import InputError
 
 
 def test_wilson_interval_behaves():

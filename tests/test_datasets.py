@@ -25,7 +25,7 @@ from sdguard.data.captions import (
     normalize_text,
 )
 from sdguard.data.datasets import FORMATS, SkipCounter, detect_format, open_dataset
-from sdguard.errors import InputError
+from sdguard.core.errors import InputError
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

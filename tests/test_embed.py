@@ -17,11 +17,10 @@ from sdguard.embed import (
     EmbeddingCache,
     create_embedder,
     embed_dataset,
-    embedder_names,
     parse_spec,
-    register_embedder,
+    EMBEDDERS,
 )
-from sdguard.errors import InputError
+from sdguard.core.errors import InputError
 
 
 def _smooth(seed: int, size: int = 32) -> np.ndarray:
@@ -40,7 +39,7 @@ def _cos(a, b):
 
 
 def test_registry():
-    assert {"pixels", "dct", "clip", "sscd"} <= set(embedder_names())
+    assert {"pixels", "dct", "clip", "sscd"} <= set(EMBEDDERS.names())
     assert parse_spec("pixels:16") == ("pixels", {"size": 16})
     assert parse_spec("clip:/models/clip") == ("clip", {"model": "/models/clip"})
     with pytest.raises(InputError, match="pixels"):
@@ -59,7 +58,7 @@ def test_registry():
         def config(self):
             return {"name": "const"}
 
-    register_embedder("const-test", Const)
+    EMBEDDERS.register("const-test", Const)
     assert create_embedder("const-test").embed([np.zeros((4, 4, 3), np.uint8)]).shape == (1, 2)
 
 

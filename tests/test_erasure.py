@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from sdguard.errors import InputError
-from sdguard.harden.erasure import apply_delta, erase, get_method, method_names, read_delta
+from sdguard.core.errors import InputError
+from sdguard.harden.erasure import ERASURE_METHODS, apply_delta, erase, get_method, read_delta
 from sdguard.harden.erasure.esd import CHECKPOINT
 from sdguard.harden.erasure.uce import aligned_embeddings, preserve_embeddings
 from sdguard.models import load_model
@@ -24,7 +24,7 @@ def _cross_kv(model):
 # -- the registry and parameter groups ---------------------------------------------------------
 
 def test_registry_names_every_method():
-    assert {"esd-x", "esd-u", "esd-all", "uce"} <= set(method_names())
+    assert {"esd-x", "esd-u", "esd-all", "uce"} <= set(ERASURE_METHODS.names())
     with pytest.raises(InputError, match="--method 'esd-z'"):
         get_method("esd-z")
     with pytest.raises(InputError, match="--iterations is not an option of --method 'uce'"):

@@ -8,7 +8,7 @@ import torch
 
 from sdguard.audit.erasure import resolve_concept
 from sdguard.audit.robustness import prompt_embedding_attack
-from sdguard.errors import InputError
+from sdguard.core.errors import InputError
 
 SAMPLE = Path(__file__).parent / "data" / "i2p_sample.csv"
 
@@ -111,7 +111,7 @@ def test_fid_errors_name_the_extra(monkeypatch):
     import sys
 
     from sdguard.audit.erasure import fid_backend
-    from sdguard.errors import MissingDependencyError
+    from sdguard.core.errors import MissingDependencyError
 
     monkeypatch.setitem(sys.modules, "torchmetrics", None)
     monkeypatch.setitem(sys.modules, "cleanfid", None)

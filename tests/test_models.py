@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdguard.errors import InputError
+from sdguard.core.errors import InputError
 from sdguard.models import DiffusionModel, build_pipeline, build_tokenizer, load_model
 
 PROMPTS = ["a red circle on the left", "a blue square", "night sky", "a red circle on the left"]

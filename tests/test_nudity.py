@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sdguard.audit.nudity import EXPOSED_CLASSES, NudityDetector, evaluate_nudity, load_i2p_prompts
-from sdguard.errors import InputError, MissingDependencyError
+from sdguard.core.errors import InputError, MissingDependencyError
 
 SAMPLE = Path(__file__).parent / "data" / "i2p_sample.csv"
 

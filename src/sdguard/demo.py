@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import output_dir
+from .core.io import output_dir
 from .models.builtin import tiny_available
 from .report import Report
 

@@ -42,7 +42,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import InputError, require
+from ..core.errors import InputError, require
 
 EXACT_LIMIT = 10_000
 NN_SAMPLE = 10_000

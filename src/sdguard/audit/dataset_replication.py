@@ -31,11 +31,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from pydantic import Field, field_validator
 
-from ..config import RunConfig, validate
+from ..core.config import RunConfig, validate
 from ..data.captions import MAX_TOKENS, KeywordFilter, drop_long, frequent_words
 from ..data.datasets import FORMATS, SkipCounter, open_dataset
-from ..errors import require
-from ..io import atomic_write_bytes
+from ..core.errors import require
+from ..core.io import atomic_write_bytes
 from ..report import Report, make_grid, png_bytes
 from .clustering import METHODS, Clustering, cluster_embeddings
 
@@ -111,7 +111,7 @@ def audit_data(dataset: str | Path, keywords: Sequence[str] | str | None = None,
     ``clusters.parquet`` into ``out``; returns the :class:`~sdguard.report.Report`.
     """
     from ..embed import STATUS_NAMES, EmbeddingCache, create_embedder, embed_dataset
-    from ..io import output_dir
+    from ..core.io import output_dir
 
     if isinstance(keywords, str):
         keywords = [keywords]

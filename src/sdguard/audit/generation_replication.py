@@ -37,12 +37,12 @@ from typing import Sequence
 import numpy as np
 from pydantic import Field
 
-from ..config import RunConfig, validate
+from ..core.config import RunConfig, validate
 from ..data.captions import frequent_words
 from ..data.datasets import open_dataset
-from ..errors import InputError, require
-from ..io import atomic_write_bytes, atomic_write_text, output_dir
-from ..progress import progress_bar
+from ..core.errors import InputError, require
+from ..core.io import atomic_write_bytes, atomic_write_text, output_dir
+from ..core.progress import progress_bar
 from ..report import Report, auto_scale, make_grid, png_bytes
 from .extraction import CLIQUE_FLAG, DEFAULT_DELTA, calibrate_delta, extraction_clique
 from .prompt_suites import KINDS, PromptSpec, cluster_suite, control_prompts, read_prompt_file, reference_prompts

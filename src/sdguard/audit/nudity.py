@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import InputError, require
+from ..core.errors import InputError, require
 
 #: NudeNet 3.x classes of exposed body parts (the ESD paper's nudity classes, plus anus)
 EXPOSED_CLASSES = (

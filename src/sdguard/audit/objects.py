@@ -13,11 +13,12 @@ training images. Detectors are created by name:
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
+from ..core.registry import Registry
 
 
 class ObjectScorer(Protocol):
@@ -76,15 +77,26 @@ class CLIPObjectDetector:
         return self.score(images) >= 0.5
 
 
+#: object detectors by name; each is built as ``cls(value, dataset=..., object_name=...)`` with
+#: ``value`` the part of the spec after ``NAME:``
+OBJECT_DETECTORS: Registry = Registry("object detector", argument="--detector")
+
+
+@OBJECT_DETECTORS.register("world", description="the synthetic world's planted object, by a probe fitted on the world")
+def _world_detector(value: str, *, dataset: str, object_name: str | None) -> ObjectScorer:
+    if value:
+        raise InputError.bad("--detector", f"world:{value}", "takes no value after 'world:'")
+    return WorldObjectDetector(dataset, object_name)
+
+
+@OBJECT_DETECTORS.register("clip", description="zero-shot CLIP (clip:MODEL_FOLDER_OR_ID)")
+def _clip_detector(value: str, *, dataset: str, object_name: str | None) -> ObjectScorer:
+    if not value or not object_name:
+        raise InputError.bad("--detector", f"clip:{value}", "needs a model (clip:FOLDER) and --object")
+    return CLIPObjectDetector(value, object_name)
+
+
 def create_detector(spec: str, *, dataset: str, object_name: str | None) -> ObjectScorer:
     """``world`` or ``clip:MODEL`` (see the module docstring)."""
     name, _, value = spec.partition(":")
-    factories: dict[str, Callable[[], ObjectScorer]] = {
-        "world": lambda: WorldObjectDetector(dataset, object_name),
-        "clip": lambda: CLIPObjectDetector(value, object_name or ""),
-    }
-    if name not in factories:
-        raise InputError.bad("--detector", spec, f"is not a detector (choose world or clip:MODEL)")
-    if name == "clip" and (not value or not object_name):
-        raise InputError.bad("--detector", spec, "needs a model (clip:FOLDER) and --object")
-    return factories[name]()
+    return OBJECT_DETECTORS.get(name, value=spec)(value, dataset=dataset, object_name=object_name)

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 KINDS = ("keywords", "short_related", "long_related", "unrelated_with_keywords", "long_without_keyword")
 

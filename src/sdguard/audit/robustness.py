@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 
 @dataclass

@@ -11,7 +11,7 @@ audit_app = typer.Typer(no_args_is_help=True, help="Audit a dataset or a model."
 
 def _options(pairs: list[str], argument: str) -> dict:
     """``KEY=VALUE`` strings to a dict (numbers and true/false converted)."""
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     out: dict = {}
     for pair in pairs:

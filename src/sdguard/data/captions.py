@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..errors import InputError, require
+from ..core.errors import InputError, require
 
 #: The context length of the CLIP text encoder of Stable Diffusion v1/v2 (start and end included).
 MAX_TOKENS = 77

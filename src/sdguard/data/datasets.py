@@ -32,7 +32,7 @@ from typing import ClassVar, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import InputError, require
+from ..core.errors import InputError, require
 from .captions import KeywordFilter, filter_parquet
 
 #: the formats :func:`open_dataset` reads, with what each looks like

@@ -56,8 +56,8 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
-from ..io import output_dir
+from ..core.errors import InputError
+from ..core.io import output_dir
 
 __all__ = [
     "WORLD_DEFAULTS",

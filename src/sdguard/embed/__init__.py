@@ -11,15 +11,14 @@ from .base import (
     Embedder,
     as_rgb,
     create_embedder,
-    embedder_names,
     l2_normalize,
     parse_spec,
-    register_embedder,
+    EMBEDDERS,
 )
 from .cache import MISSING, OK, STATUS_NAMES, UNREADABLE, EmbeddingCache, default_cache_dir, embed_dataset
 
 __all__ = [
-    "Embedder", "BaseEmbedder", "create_embedder", "register_embedder", "embedder_names", "parse_spec",
+    "Embedder", "BaseEmbedder", "create_embedder", "EMBEDDERS", "parse_spec",
     "l2_normalize", "as_rgb", "EmbeddingCache", "default_cache_dir", "embed_dataset",
     "OK", "MISSING", "UNREADABLE", "STATUS_NAMES",
 ]

@@ -9,20 +9,20 @@ features; Webster 2023 SNIP/CLIP features with faiss). Embedders are created by 
     create_embedder("clip", model="openai/clip-vit-base-patch32")
     create_embedder("sscd", path="sscd_disc_mixup.torchscript.pt")
 
-A new embedder is one module plus one :func:`register_embedder` line.
+A new embedder is one module plus one ``EMBEDDERS.register`` line.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
+from ..core.registry import Registry
 
 
 @runtime_checkable
@@ -97,46 +97,27 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return a
 
 
-# name -> "module:attribute" (imported on first use, so `clip` does not load transformers early)
-# or a factory callable
-_REGISTRY: dict[str, str | Callable[..., Embedder]] = {
-    "pixels": "sdguard.embed.pixels:PixelEmbedder",
-    "dct": "sdguard.embed.pixels:DCTEmbedder",
-    "clip": "sdguard.embed.clip:CLIPEmbedder",
-    "sscd": "sdguard.embed.sscd:SSCDEmbedder",
-}
-# the option a "NAME:VALUE" spec sets, per embedder
-_SPEC_OPTION = {"pixels": "size", "dct": "size", "clip": "model", "sscd": "path"}
-
-
-def register_embedder(name: str, factory: str | Callable[..., Embedder], spec_option: str | None = None) -> None:
-    """Make ``create_embedder(name, **options)`` call ``factory(**options)``."""
-    _REGISTRY[name] = factory
-    if spec_option:
-        _SPEC_OPTION[name] = spec_option
-
-
-def embedder_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def _factory(name: str) -> Callable[..., Embedder]:
-    target = _REGISTRY[name]
-    if callable(target):
-        return target
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
+#: embedders by name, imported on first use (so `clip` does not load transformers early); an
+#: entry's ``spec_option`` is the option a ``NAME:VALUE`` spec sets
+EMBEDDERS: Registry = Registry("embedder", argument="--embedder")
+EMBEDDERS.register("pixels", "sdguard.embed.pixels:PixelEmbedder", description="normalized downscaled pixels",
+                   spec_option="size")
+EMBEDDERS.register("dct", "sdguard.embed.pixels:DCTEmbedder", description="low-frequency DCT (perceptual-hash-like)",
+                   spec_option="size")
+EMBEDDERS.register("clip", "sdguard.embed.clip:CLIPEmbedder", description="CLIP image features (transformers)",
+                   spec_option="model")
+EMBEDDERS.register("sscd", "sdguard.embed.sscd:SSCDEmbedder", description="SSCD copy-detection TorchScript file",
+                   spec_option="path")
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"NAME"`` or ``"NAME:VALUE"`` (e.g. ``clip:/models/clip-vit-b32``, ``sscd:model.pt``) to
     a name and options."""
     name, sep, value = spec.partition(":")
-    if name not in _REGISTRY:
-        raise InputError.bad("--embedder", spec, f"is not an embedder; choose one of {', '.join(embedder_names())}")
+    entry = EMBEDDERS.entry(name, value=spec)
     if not sep:
         return name, {}
-    option = _SPEC_OPTION.get(name)
+    option = entry.meta.get("spec_option")
     if option is None:
         raise InputError.bad("--embedder", spec, f"takes no value after '{name}:'")
     if option == "size":
@@ -151,7 +132,7 @@ def create_embedder(name: str, **options: Any) -> Embedder:
     """The embedder registered as ``name`` (``NAME:VALUE`` specs accepted), built with ``options``."""
     name, spec_options = parse_spec(name)
     options = {**spec_options, **options}
-    factory = _factory(name)
+    factory = EMBEDDERS.get(name)
     try:
         inspect.signature(factory).bind(**options)
     except TypeError as exc:

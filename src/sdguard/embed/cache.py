@@ -21,17 +21,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ..io import atomic_write_bytes, atomic_write_text
-from ..progress import progress_bar
+from ..core.cache import cache_dir
+from ..core.io import atomic_write_bytes, atomic_write_text
+from ..core.progress import progress_bar
 
 
 def default_cache_dir() -> Path:
-    """``$SDGUARD_CACHE/embeddings``, else ``$XDG_CACHE_HOME/sdguard/embeddings``, else ``~/.cache/...``."""
-    root = os.environ.get("SDGUARD_CACHE")
-    if root:
-        return Path(root) / "embeddings"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg or Path.home() / ".cache") / "sdguard" / "embeddings"
+    """``embeddings`` under the one cache root (:func:`sdguard.core.cache.cache_root`)."""
+    return cache_dir("embeddings")
 
 
 class EmbeddingCache:

@@ -54,7 +54,7 @@ class PixelEmbedder(BaseEmbedder):
 
     def __init__(self, size: int = 8, grayscale: bool = False, batch_size: int = 1024):
         if not 2 <= int(size) <= 256:
-            from ..errors import InputError
+            from ..core.errors import InputError
 
             raise InputError.bad("size", size, "must be between 2 and 256")
         self.size, self.grayscale, self.batch_size = int(size), bool(grayscale), int(batch_size)
@@ -76,7 +76,7 @@ class DCTEmbedder(BaseEmbedder):
     default_threshold = 0.9
 
     def __init__(self, size: int = 32, k: int = 8, batch_size: int = 1024):
-        from ..errors import InputError
+        from ..core.errors import InputError
 
         if not 4 <= int(size) <= 512:
             raise InputError.bad("size", size, "must be between 4 and 512")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .base import BaseEmbedder, as_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

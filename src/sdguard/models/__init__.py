@@ -1,13 +1,13 @@
 """Models: load a pipeline from a spec, the adapter every part uses, the builtin models."""
 
 from .adapter import PARAMETER_GROUPS, DiffusionModel, Generation, PromptEmbeddings, expand_seeds
-from .builtin import builtin_names, register_builtin
+from .builtin import BUILTIN_MODELS
 from .components import TinyConfig, build_pipeline, build_tokenizer
 from .loading import load_pipeline, resolve_device, resolve_dtype
 
 __all__ = [
     "DiffusionModel", "Generation", "PromptEmbeddings", "PARAMETER_GROUPS", "expand_seeds",
-    "builtin_names", "register_builtin", "TinyConfig", "build_pipeline", "build_tokenizer",
+    "BUILTIN_MODELS", "TinyConfig", "build_pipeline", "build_tokenizer",
     "load_pipeline", "resolve_device", "resolve_dtype", "load_model",
 ]
 

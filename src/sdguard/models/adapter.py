@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..core.errors import InputError
 from . import checkpoint
 from .loading import load_pipeline
 
@@ -342,7 +342,7 @@ class DiffusionModel:
         path = Path(path)
         if path.suffix == ".safetensors":
             return checkpoint.save_single_file(self.pipeline, path)
-        from ..io import output_dir
+        from ..core.io import output_dir
 
         with output_dir(path, overwrite=True, argument="path") as staging:
             self.pipeline.save_pretrained(str(staging), safe_serialization=True)

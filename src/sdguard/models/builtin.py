@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+
+from ..core.registry import Registry
 
 
-@dataclass(frozen=True)
-class BuiltinModel:
-    name: str
-    description: str
-    factory: Callable[[], object]  # returns a StableDiffusionPipeline
-
-
-_REGISTRY: dict[str, BuiltinModel] = {}
-
-
-def register_builtin(name: str, description: str) -> Callable:
-    """Decorator: register ``factory`` as ``builtin:name``."""
-
-    def wrap(factory: Callable[[], object]) -> Callable[[], object]:
-        _REGISTRY[name] = BuiltinModel(name, description, factory)
-        return factory
-
-    return wrap
-
-
-def builtin_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_builtin(name: str) -> BuiltinModel | None:
-    return _REGISTRY.get(name)
+#: ``builtin:NAME`` specs: each entry is a factory returning a StableDiffusionPipeline
+BUILTIN_MODELS: Registry = Registry("builtin model", argument="MODEL")
 
 
 def package_weights_dir(name: str) -> Path:
@@ -41,7 +17,7 @@ def package_weights_dir(name: str) -> Path:
     return Path(str(resources.files("sdguard"))) / "builtin" / name
 
 
-@register_builtin("tiny-random", "a tiny Stable Diffusion with random weights, built from configs (for tests)")
+@BUILTIN_MODELS.register("tiny-random", description="a tiny Stable Diffusion with random weights, built from configs (for tests)")
 def _tiny_random():
     from .components import DEMO_WORDS, build_pipeline, build_tokenizer
 
@@ -55,12 +31,12 @@ def tiny_available() -> bool:
     return (package_weights_dir("tiny") / "model_index.json").is_file()
 
 
-@register_builtin("tiny", "a tiny Stable Diffusion trained on the default synthetic world (shipped in the package)")
+@BUILTIN_MODELS.register("tiny", description="a tiny Stable Diffusion trained on the default synthetic world (shipped in the package)")
 def _tiny():
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     folder = package_weights_dir("tiny")
     if not tiny_available():

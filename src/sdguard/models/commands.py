@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from ..config import RunConfig, validate
-from ..io import atomic_write_bytes, atomic_write_text, output_dir
-from ..progress import progress_bar
+from ..core.config import RunConfig, validate
+from ..core.io import atomic_write_bytes, atomic_write_text, output_dir
+from ..core.progress import progress_bar
 from ..report import Report, auto_scale, make_grid, png_bytes
 from .adapter import DiffusionModel
 

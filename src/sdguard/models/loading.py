@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..core.errors import InputError
 from . import checkpoint
-from .builtin import builtin_names, get_builtin
+from .builtin import BUILTIN_MODELS
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -143,7 +143,7 @@ def _quiet_loading():
 def load_pipeline(spec: str | os.PathLike, device: str | None = None, dtype: str | torch.dtype | None = None):
     """Load a ``StableDiffusionPipeline`` from a model spec, on ``device`` in ``dtype``.
 
-    Raises :class:`~sdguard.errors.InputError` (exit code 2) with one sentence naming the spec
+    Raises :class:`~sdguard.core.errors.InputError` (exit code 2) with one sentence naming the spec
     when it cannot be loaded.
     """
     with _quiet_loading():
@@ -158,10 +158,10 @@ def _load_pipeline(spec: str | os.PathLike, device: str | None = None, dtype: st
     dt = resolve_dtype(dev, dtype)
     if spec_str.startswith("builtin:"):
         name = spec_str.split(":", 1)[1]
-        entry = get_builtin(name)
-        if entry is None:
-            raise InputError.bad("MODEL", spec_str, f"names no builtin model (known: {', '.join('builtin:' + n for n in builtin_names())})")
-        pipe = entry.factory()
+        if name not in BUILTIN_MODELS:
+            known = ", ".join("builtin:" + n for n in BUILTIN_MODELS.names())
+            raise InputError.bad("MODEL", spec_str, f"names no builtin model (known: {known})")
+        pipe = BUILTIN_MODELS.get(name)()
     else:
         path = Path(spec_str).expanduser()
         if path.is_dir():

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..config import RunConfig, validate
-from ..io import atomic_write_text, output_dir
-from ..progress import progress_bar
+from ..core.config import RunConfig, validate
+from ..core.io import atomic_write_text, output_dir
+from ..core.progress import progress_bar
 from ..report import Report, auto_scale, make_grid, png_bytes
 from ..report.plots import line_plot
 from .adapter import DiffusionModel
@@ -253,7 +253,7 @@ def export_builtin(trained: str | Path, name: str = "tiny") -> Path:
 
     from diffusers import StableDiffusionPipeline
 
-    from ..io import output_dir
+    from ..core.io import output_dir
     from .builtin import package_weights_dir
 
     from .loading import pretrained_options

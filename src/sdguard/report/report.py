@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..io import atomic_write_json, atomic_write_text, to_jsonable
+from ..core.io import atomic_write_json, atomic_write_text, to_jsonable
 from .images import data_uri
 
 SCHEMA_VERSION = 1

@@ -2,9 +2,9 @@
 
 An erasure method edits the weights of a :class:`~sdguard.models.DiffusionModel` in place so
 that a list of concepts can no longer be generated. Each method is one module that subclasses
-:class:`ErasureMethod` and registers itself by name with :func:`register_method`; the command
-:func:`sdguard.harden.erasure.erase` looks it up with :func:`get_method`, so a new method is one
-new module plus one registry line.
+:class:`ErasureMethod` and registers itself in :data:`ERASURE_METHODS` with :func:`register_method`;
+the command :func:`sdguard.harden.erasure.erase` looks it up with :func:`get_method`, so a new
+method is one new module plus one registry line.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
-from ...config import RunConfig, argument_name
-from ...errors import InputError
+from ...core.config import RunConfig, argument_name
+from ...core.errors import InputError
+from ...core.registry import Registry
 
-_REGISTRY: dict[str, type["ErasureMethod"]] = {}
+#: erasure methods by name; each method module registers its class with ``register_method``
+ERASURE_METHODS: Registry = Registry("erasure method", argument="--method",
+                                     loaders=("sdguard.harden.erasure.esd", "sdguard.harden.erasure.uce"))
 
 
 class VocabularyWarning(UserWarning):
@@ -38,7 +41,7 @@ class ErasureResult:
 class ErasureMethod:
     """Base class of an erasure method.
 
-    Subclasses set ``name``, ``description``, ``Options`` (a :class:`~sdguard.config.RunConfig`
+    Subclasses set ``name``, ``description``, ``Options`` (a :class:`~sdguard.core.config.RunConfig`
     with the method's own options and their defaults) and implement :meth:`touched` and
     :meth:`run`. Instances are built by :func:`get_method` with validated options.
     """
@@ -67,44 +70,25 @@ class ErasureMethod:
 
 
 def register_method(cls: type[ErasureMethod]) -> type[ErasureMethod]:
-    """Class decorator: make ``cls`` available under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def method_names() -> list[str]:
-    _load_builtin_methods()
-    return sorted(_REGISTRY)
-
-
-def get_method_class(name: str) -> type[ErasureMethod]:
-    _load_builtin_methods()
-    if name not in _REGISTRY:
-        raise InputError.bad("--method", name, f"is not an erasure method (known: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[name]
+    """Class decorator: ``ERASURE_METHODS.register(cls.name, cls)``."""
+    return ERASURE_METHODS.register(cls.name, cls, description=cls.description)
 
 
 def get_method(name: str, **options: Any) -> ErasureMethod:
     """An instance of the method called ``name`` with validated ``options``.
 
     An option the method does not have, or a value out of range, raises
-    :class:`~sdguard.errors.InputError` naming the option as it is spelled on the command line.
+    :class:`~sdguard.core.errors.InputError` naming the option as it is spelled on the command line.
     """
-    from ...config import validate
+    from ...core.config import validate
 
-    cls = get_method_class(name)
+    cls = ERASURE_METHODS.get(name)
     fields = cls.Options.model_fields
     for key in options:
         if key not in fields:
             known = ", ".join(argument_name(cls.Options, f) for f in fields) or "none"
             raise InputError(f"{argument_name(cls.Options, key)} is not an option of --method {name!r} (its options: {known}).")
     return cls(validate(cls.Options, **options))
-
-
-def _load_builtin_methods() -> None:
-    from . import esd, uce  # noqa: F401  (modules register themselves)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from typing import Any, Sequence
 
 from pydantic import Field
 
-from ...config import RunConfig, validate
-from ...errors import InputError
-from ...io import output_dir
-from ...progress import progress_enabled
+from ...core.config import RunConfig, validate
+from ...core.errors import InputError
+from ...core.io import output_dir
+from ...core.progress import progress_enabled
 from ...report import Report, auto_scale, make_grid, png_bytes
 from .base import check_concepts, get_method, vocabulary_warnings
 from .delta import DELTA_FILE, changed_tensors, save_delta, snapshot

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ...errors import InputError
-from ...io import atomic_write_bytes
+from ...core.errors import InputError
+from ...core.io import atomic_write_bytes
 
 FORMAT = "sdguard-delta"
 VERSION = 1

@@ -55,10 +55,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ...config import RunConfig
-from ...errors import InputError
-from ...io import atomic_write_bytes
-from ...progress import progress_bar
+from ...core.config import RunConfig
+from ...core.errors import InputError
+from ...core.io import atomic_write_bytes
+from ...core.progress import progress_bar
 from .base import ErasureMethod, ErasureResult, register_method
 
 CHECKPOINT = "erasure_checkpoint.pt"

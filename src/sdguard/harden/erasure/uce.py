@@ -47,9 +47,9 @@ from typing import Sequence
 import torch
 from pydantic import Field
 
-from ...config import RunConfig
+from ...core.config import RunConfig
 from ...data.captions import STOP_WORDS, words
-from ...errors import InputError
+from ...core.errors import InputError
 from .base import ErasureMethod, ErasureResult, register_method, token_count
 
 

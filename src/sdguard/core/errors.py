@@ -17,9 +17,10 @@ EXIT_DEPENDENCY = 3
 
 
 class SdguardError(Exception):
-    """Base class of every error sdguard raises on purpose."""
+    """Base class of every error sdguard raises on purpose (exit code 2 unless a subclass says
+    otherwise; the gate's code 1 belongs to :class:`GateFailed` alone)."""
 
-    exit_code = EXIT_GATE
+    exit_code = EXIT_INPUT
 
 
 class InputError(SdguardError, ValueError):
@@ -48,6 +49,19 @@ class MissingDependencyError(SdguardError, ImportError):
             f"the optional dependency '{module}' is needed{what} but is not installed; "
             f"install it with: pip install 'sdguard[{extra}]'"
         )
+
+
+class WeightsUnavailable(SdguardError):
+    """A metric needs pretrained weights that are not on this machine and cannot be downloaded
+    here (exit code 3, as a missing dependency: the message says where the weights go)."""
+
+    exit_code = EXIT_DEPENDENCY
+
+
+class StateError(InputError):
+    """A state file (checkpoint, cache entry) is corrupt or belongs to another run (exit code 2)."""
+
+    exit_code = EXIT_INPUT
 
 
 class GateFailed(SdguardError):

@@ -1,0 +1,142 @@
+"""State files that never execute code: tensors in safetensors, everything else in JSON.
+
+One checkpoint format for every resumable loop (the tiny recipe, ESD, and the coming
+fine-tuning, DP and federated loops): a checkpoint ``NAME`` is two files written atomically,
+``NAME.safetensors`` (every tensor: weights, optimizer moments, random-generator states) and
+``NAME.json`` (the format version, the run's *key* -- everything that must match for a resume
+to be the same run -- the loop's JSON state, the skeleton of nested state dicts and the
+SHA-256 of the tensor file). :func:`load_checkpoint` refuses a file that is corrupt, that
+another run wrote, or whose tensors do not match its JSON, with one sentence naming it
+(:class:`~sdguard.core.errors.StateError`, exit code 2).
+
+Nested state (``optimizer.state_dict()``, ``{"unet": module.state_dict(), ...}``) is flattened
+by :func:`flatten` into ``"a/b/0/exp_avg"`` tensor keys and a JSON skeleton, and rebuilt by
+:func:`unflatten`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import StateError
+from .io import atomic_write_bytes, atomic_write_text, to_jsonable
+
+FORMAT = "sdguard-checkpoint"
+VERSION = 1
+_TENSOR = "__tensor__"
+
+
+def flatten(obj: Any, prefix: str = "") -> tuple[dict[str, Any], Any]:
+    """Split nested dicts/lists holding tensors into ``{key: tensor}`` and a JSON skeleton."""
+    import torch
+
+    tensors: dict[str, Any] = {}
+
+    def walk(o: Any, path: str) -> Any:
+        if isinstance(o, torch.Tensor):
+            key = path or "value"
+            tensors[key] = o.detach().cpu().contiguous()
+            return {_TENSOR: key}
+        if isinstance(o, dict):
+            return {"__dict__": [[_key(k), walk(v, f"{path}/{k}" if path else str(k))] for k, v in o.items()]}
+        if isinstance(o, (list, tuple)):
+            return [walk(v, f"{path}/{i}" if path else str(i)) for i, v in enumerate(o)]
+        return to_jsonable(o)
+
+    skeleton = walk(obj, prefix)
+    return tensors, skeleton
+
+
+def _key(k: Any) -> Any:
+    # optimizer state dicts key their state by int; keep the type through JSON
+    return {"int": k} if isinstance(k, int) and not isinstance(k, bool) else k
+
+
+def unflatten(skeleton: Any, tensors: dict[str, Any]) -> Any:
+    """The inverse of :func:`flatten`."""
+    if isinstance(skeleton, dict):
+        if set(skeleton) == {_TENSOR}:
+            return tensors[skeleton[_TENSOR]]
+        if set(skeleton) == {"__dict__"}:
+            out = {}
+            for k, v in skeleton["__dict__"]:
+                out[k["int"] if isinstance(k, dict) else k] = unflatten(v, tensors)
+            return out
+        return {k: unflatten(v, tensors) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [unflatten(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def checkpoint_paths(folder: str | Path, name: str) -> tuple[Path, Path]:
+    folder = Path(folder)
+    return folder / f"{name}.safetensors", folder / f"{name}.json"
+
+
+def checkpoint_exists(folder: str | Path, name: str) -> bool:
+    return any(p.exists() for p in checkpoint_paths(folder, name))
+
+
+def remove_checkpoint(folder: str | Path, name: str) -> None:
+    for p in checkpoint_paths(folder, name):
+        p.unlink(missing_ok=True)
+
+
+def save_checkpoint(folder: str | Path, name: str, *, key: dict, state: Any) -> None:
+    """Write ``state`` (nested dicts/lists of tensors and JSON values) as checkpoint ``name``.
+
+    ``key`` (JSON) identifies the run; a resume with another key is refused. The tensor file is
+    written first and the JSON, which names its hash, last: a kill in between leaves the old JSON
+    pointing at a hash the new tensor file does not have, and the resume refuses it.
+    """
+    from safetensors.torch import save
+
+    tensors, skeleton = flatten(state)
+    data = save(tensors) if tensors else save({})
+    st, js = checkpoint_paths(folder, name)
+    atomic_write_bytes(st, data)
+    meta = {"format": FORMAT, "version": VERSION, "key": to_jsonable(key), "sha256": hashlib.sha256(data).hexdigest(),
+            "state": skeleton}
+    atomic_write_text(js, json.dumps(meta) + "\n")
+
+
+def load_checkpoint(folder: str | Path, name: str, *, key: dict, argument: str = "--resume") -> Any | None:
+    """The state saved as checkpoint ``name`` in ``folder``, or ``None`` if there is none.
+
+    Raises :class:`StateError` naming the file when it is unreadable, truncated, altered or was
+    written by a run whose ``key`` differs (the first differing entry is named).
+    """
+    from safetensors.torch import load
+
+    st, js = checkpoint_paths(folder, name)
+    if not st.exists() and not js.exists():
+        return None
+    for p in (st, js):
+        if not p.is_file():
+            raise StateError.bad(argument, str(p), "is missing: the checkpoint is incomplete; rerun without --resume")
+    try:
+        meta = json.loads(js.read_text("utf-8"))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError("not an sdguard checkpoint")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StateError.bad(argument, str(js), f"is not a readable sdguard checkpoint ({exc}); rerun without --resume") from None
+    if meta.get("version") != VERSION:
+        raise StateError.bad(argument, str(js), f"has checkpoint version {meta.get('version')!r}, this sdguard reads {VERSION}")
+    data = st.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise StateError.bad(argument, str(st), "does not match its checkpoint record (corrupt or half-written); "
+                             "rerun without --resume")
+    want = to_jsonable(key)
+    if meta.get("key") != want:
+        theirs = meta.get("key") if isinstance(meta.get("key"), dict) else {}
+        diff = next((k for k in sorted(set(want) | set(theirs)) if want.get(k) != theirs.get(k)), "?")
+        raise StateError.bad(argument, str(js), f"was written by another run ({diff}: {theirs.get(diff)!r} there, "
+                             f"{want.get(diff)!r} now); rerun without --resume or with the same arguments")
+    try:
+        tensors = load(data)
+        return unflatten(meta["state"], tensors)
+    except Exception as exc:  # a malformed tensor file that still hashes as recorded
+        raise StateError.bad(argument, str(st), f"is not a readable safetensors file ({type(exc).__name__})") from None
