@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               "size_mb": round(sum(f.stat().st_size for f in out.rglob("*.safetensors")) / 1e6, 2),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
     if args.export:
-        from sdguard.models.training import export_builtin
+        from sdguard.train import export_builtin
 
         dst = export_builtin(out)
         result["exported_to"] = str(dst)

@@ -7,6 +7,7 @@ import torch
 
 from sdguard.core.errors import InputError
 from sdguard.harden.erasure import ERASURE_METHODS, apply_delta, erase, get_method, read_delta
+from sdguard.core.state import checkpoint_exists, load_checkpoint
 from sdguard.harden.erasure.esd import CHECKPOINT
 from sdguard.harden.erasure.uce import aligned_embeddings, preserve_embeddings
 from sdguard.models import load_model
@@ -133,8 +134,9 @@ def test_esd_resumes_from_its_checkpoint(tiny_random, tmp_path, monkeypatch):
     monkeypatch.setattr(crashed, "predict_noise", flaky)
     with pytest.raises(KeyboardInterrupt):
         get_method("esd-x", **opts).run(crashed, ["red circle", "blue square"], seed=3, workdir=tmp_path)
-    assert (tmp_path / CHECKPOINT).is_file()
-    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["iteration"] == 2
+    assert checkpoint_exists(tmp_path, CHECKPOINT)
+    key = get_method("esd-x", **opts).checkpoint_key(["red circle", "blue square"], seed=3)
+    assert load_checkpoint(tmp_path, CHECKPOINT, key=key)["iteration"] == 2
 
     resumed = tiny_random.copy()
     result = get_method("esd-x", **opts).run(resumed, ["red circle", "blue square"], seed=3, workdir=tmp_path, resume=True)
@@ -256,7 +258,7 @@ def test_esd_command_records_options_and_leaves_no_checkpoint(tmp_path):
     out = tmp_path / "esd"
     report = erase("builtin:tiny-random", ["red circle"], "esd-u", out=out, preview=0, iterations=3, lr=1e-3,
                    ddim_steps=3, checkpoint_every=1)
-    assert not (out / CHECKPOINT).exists() and not (tmp_path / ".esd.partial").exists()
+    assert not checkpoint_exists(out, CHECKPOINT) and not (tmp_path / ".esd.partial").exists()
     assert report.results["options"]["iterations"] == 3 and report.results["options"]["lr"] == 1e-3
     assert report.results["loss"]["curve"] and report.results["delta"]["tensors"] > 0
     assert not any(".attn2." in k for k in read_delta(out)[0])

@@ -29,9 +29,9 @@ ARTWORK, STYLE, KEPT, KEPT_STYLE = "van gogh starry night", "monet", "munch scre
 PRESERVE = ["munch scream", "vermeer pearl earring", "hokusai", "picasso", "almond blossoming", "sunflower vase"]
 N, PROMPTS, STEPS = 4, 6, 12  # images per prompt, prompts per concept, denoising steps
 # ESD-x on a tiny CPU model: far fewer iterations and a far larger learning rate than the paper's 1000 x 1e-5
-# and every preserved prompt in each iteration's retain term at weight 30: at weight 1 with 4 of them per
-# iteration, ESD-x took munch scream with the artwork on the model of world v2 (1.00 -> 0.00)
-ESD = dict(iterations=120, lr=5e-4, ddim_steps=8, preserve_weight=30.0, preserve_batch=len(PRESERVE))
+# and the library's retain term (weight 30 over every preserved prompt in each iteration): at weight 1 with 4
+# of them per iteration, ESD-x took munch scream with the artwork on the model of world v2 (1.00 -> 0.00)
+ESD = dict(iterations=120, lr=5e-4, ddim_steps=8)
 #: UCE: two closed-form edits in a row, each with the settings its kind of concept needs: the artwork
 #: plainly, then the style with the art templates erased; both preserve the art templates of the kept
 #: names ("style of hokusai": without them the artwork edit took hokusai from 0.79 to 0.50 here), and

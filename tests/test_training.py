@@ -5,8 +5,9 @@ import contextlib
 import pytest
 
 from sdguard.data import make_world
+from sdguard.core.state import checkpoint_exists
 from sdguard.models import load_model
-from sdguard.models import training
+from sdguard.train import tiny as training
 
 SMALL = dict(vae_steps=6, unet_steps=6, batch_size=8, checkpoint_every=4, unet_channels=(32, 64),
              vae_channels=(16, 16, 16), text_hidden=32, threads=1)
@@ -34,7 +35,7 @@ def test_train_is_deterministic_and_loads(small_world, reference, tmp_path):
     model = load_model(str(ref_dir))
     assert model.fingerprint() == ref.models["trained"]["fingerprint"]
     assert model.generate(["a red circle on the left"], steps=2).images.shape == (1, 32, 32, 3)
-    assert (ref_dir / "report.json").is_file() and not (ref_dir / training.CHECKPOINT).exists()
+    assert (ref_dir / "report.json").is_file() and not checkpoint_exists(ref_dir, training.CHECKPOINT)
 
 
 def test_interrupted_training_resumes_to_the_same_weights(small_world, reference, tmp_path, monkeypatch):
@@ -64,7 +65,7 @@ def test_interrupted_training_resumes_to_the_same_weights(small_world, reference
 
     with pytest.raises(Crash):
         training.train_tiny(small_world, tmp_path / "run", resume=True, **SMALL)
-    assert (staging / training.CHECKPOINT).is_file()  # kept for the resume
+    assert checkpoint_exists(staging, training.CHECKPOINT)  # kept for the resume
     monkeypatch.undo()
 
     steps_seen = []

@@ -1,4 +1,4 @@
-"""The synthetic world (sdguard.data.world) and the probes fitted on it (world_probes).
+"""The synthetic world (sdguard.data.world) and the probes fitted on it (sdguard.data.world.probes).
 
 Two small worlds (seeds 0 and 1) are written once per module; probes are fitted on the first
 and scored on degraded images of the second, like generations of a small model would be.
@@ -18,8 +18,11 @@ from scipy import ndimage
 
 from sdguard.data import WORLD_DEFAULTS, load_world, make_world
 from sdguard.data import world as world_module
+from sdguard.data.world import api as world_api
 from sdguard.data.world import caption_contains, tokenize
-from sdguard.data.world_probes import (
+from sdguard.data.world.artworks import paint_artwork
+from sdguard.data.world.plan import plan_world
+from sdguard.data.world.probes import (
     AttributeClassifier,
     ObjectDetector,
     StyleClassifier,
@@ -290,7 +293,8 @@ def test_held_out_combinations_never_occur(world):
 
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
-    [({"size": 499}, "size"), ({"image_size": 48}, "image_size"), ({"seed": -1}, "seed"), ({"size": 600.0}, "size")],
+    [({"size": 499}, "--size"), ({"image_size": 48}, "--image-size"), ({"seed": -1}, "--seed"), ({"size": 600.0}, "--size"),
+     ({"size": 10**8}, "--size")],
 )
 def test_refuses_bad_arguments(tmp_path, kwargs, argument):
     with pytest.raises(ValueError, match=rf"^{argument} .*{re.escape(str(list(kwargs.values())[0]))}"):
@@ -302,18 +306,18 @@ def test_refuses_a_non_empty_folder_or_a_file(tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("mine")
-    with pytest.raises(ValueError, match="out .*full.* not empty"):
+    with pytest.raises(ValueError, match="OUT .*full.* not empty"):
         make_world(full, size=500)
     assert [p.name for p in full.iterdir()] == ["keep.txt"]
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    with pytest.raises(ValueError, match="out .*file.* not a folder"):
+    with pytest.raises(ValueError, match="OUT .*file.* not a folder"):
         make_world(a_file, size=500)
 
 
 def test_a_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     calls = {"n": 0}
-    render = world_module._render
+    render = world_api.render_image
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -321,7 +325,7 @@ def test_a_failure_leaves_nothing_behind(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return render(*args, **kwargs)
 
-    monkeypatch.setattr(world_module, "_render", failing)
+    monkeypatch.setattr(world_api, "render_image", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         make_world(tmp_path / "w", size=500)
     assert list(tmp_path.iterdir()) == []
@@ -409,14 +413,14 @@ def test_probes_accept_other_image_formats(world):
 
 def test_large_images_show_the_same_world():
     """image_size=64 draws the same compositions at twice the resolution."""
-    plan, _ = world_module._plan(0, 500)
-    small = {a.name: world_module._paint_artwork(a, 32) for a in world_module.ARTWORKS}
-    large = {a.name: world_module._paint_artwork(a, 64) for a in world_module.ARTWORKS}
+    plan, _ = plan_world(0, 500)
+    small = {a.name: paint_artwork(a, 32) for a in world_module.ARTWORKS}
+    large = {a.name: paint_artwork(a, 64) for a in world_module.ARTWORKS}
     for name in small:
         shrunk = large[name].reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))
         assert np.abs(shrunk - small[name]).mean() < 0.03, name
     for spec in plan[:30]:
-        image = world_module._render(spec, 64, np.random.default_rng(0), large)
+        image = world_api.render_image(spec, 64, np.random.default_rng(0), large)
         assert image.shape == (64, 64, 3) and image.dtype == np.uint8
 
 

@@ -9,23 +9,36 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
+from .core.config import OutputConfig, build, option
 from .core.io import output_dir
 from .models.builtin import tiny_available
 from .report import Report
 
 
-def demo(out: str | Path = "demo-out", *, overwrite: bool = False, n: int = 32, top_clusters: int = 3,
-         progress: bool | None = None) -> Report:
-    """Run the demo into ``out`` and return the index report (see the module docstring)."""
+class DemoConfig(OutputConfig):
+    """The main job on the embedded default (builtin model and synthetic world), on a CPU."""
+
+    out: str = option("demo-out", help="output folder")
+    n: int = option(32, flag="--n", ge=1, le=100_000, help="generations per prompt")
+    top_clusters: int = option(3, ge=1, le=100, help="keyword clusters whose prompt suites are audited")
+
+
+def demo(*args: Any, progress: bool | None = None, **values: Any) -> Report:
+    """Run the demo into ``out`` and return the index report (see the module docstring);
+    ``demo(DemoConfig(...))`` or ``demo("demo-out", n=32)``."""
     from .audit.dataset_replication import audit_data
     from .audit.generation_replication import audit_generations
     from .data.world import WORLD_DEFAULTS, make_world
 
+    if args and not isinstance(args[0], DemoConfig):
+        values, args = {"out": args[0], **values}, args[1:]
+    cfg = build(DemoConfig, args, values)
+    n, top_clusters = cfg.n, cfg.top_clusters
     model = "builtin:tiny" if tiny_available() else "builtin:tiny-random"
-    report = Report("demo", {"model": model, "n": n, "top_clusters": top_clusters, "world": dict(WORLD_DEFAULTS)})
-    with output_dir(out, overwrite=overwrite) as stage:
+    report = Report("demo", {"model": model, **cfg.model_dump(), "world": dict(WORLD_DEFAULTS)})
+    with output_dir(cfg.out, overwrite=cfg.overwrite) as stage:
         with report.timer("world"):
             truth = make_world(stage / "world", **WORLD_DEFAULTS)
         with report.timer("audit_data"):

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
-from ..core.config import RunConfig, validate
+from ..core.config import OutputConfig, RunConfig, build, option
 from ..data.captions import MAX_TOKENS, KeywordFilter, drop_long, frequent_words
 from ..data.datasets import FORMATS, SkipCounter, open_dataset
 from ..core.errors import require
@@ -42,34 +42,35 @@ from .clustering import METHODS, Clustering, cluster_embeddings
 TOP_CLUSTERS = 30
 
 
-class DataAuditConfig(RunConfig):
-    cli_names = {"dataset": "DATASET", "keywords": "--keyword", "set_aside_largest": "--set-aside-largest",
-                 "max_tokens": "--max-tokens", "min_cluster_size": "--min-cluster-size", "top_words": "--top-words",
-                 "grid_clusters": "--grid-clusters", "grid_images": "--grid-images", "cache_dir": "--cache-dir",
-                 "embedder_options": "--embedder-option"}
+class DataAuditConfig(OutputConfig):
+    """Dataset replication audit: keyword filter, near-duplicate clusters, frequent words, co-occurrence."""
 
-    dataset: str
-    keywords: list[str] = Field(default_factory=list)
-    any: bool = False
-    embedder: str = "pixels"
-    embedder_options: dict[str, Any] = Field(default_factory=dict)
-    threshold: float | None = Field(None, gt=0.0, le=1.0)
-    format: str | None = None
-    set_aside_largest: bool = False
-    max_tokens: int | None = Field(MAX_TOKENS, ge=3)
-    tokenizer: str | None = None
-    method: str = "auto"
-    min_cluster_size: int = Field(2, ge=2)
-    top_clusters: int = Field(TOP_CLUSTERS, ge=1, le=10_000)
-    top_words: int = Field(10, ge=1, le=100)
-    grid_clusters: int = Field(8, ge=0, le=100)
-    grid_images: int = Field(16, ge=1, le=256)
-    cache: bool = True
-    cache_dir: str | None = None
-    max_side: int | None = Field(512, ge=8)
-    threads: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0)
-    out: str
+    dataset: str = option(positional=True, help="imagefolder (metadata.jsonl), webdataset .tar shard(s), parquet "
+                          "with image bytes, or a CSV/parquet of captions with image paths")
+    keywords: list[str] = option(flag="--keyword -k", default_factory=list,
+                                 help="a word or phrase the captions must contain (repeat for several; none selects "
+                                 "every entry)")
+    any: bool = option(False, help="keep captions with any keyword (default: all of them)")
+    embedder: str = option("pixels", help="pixels, dct, clip[:MODEL_DIR_OR_ID] or sscd:TORCHSCRIPT_FILE")
+    embedder_options: dict[str, Any] = option(flag="--embedder-option", default_factory=dict,
+                                              help="KEY=VALUE passed to the embedder (repeat for several)")
+    threshold: float | None = option(None, gt=0.0, le=1.0, help="cosine similarity in (0, 1] linking two images "
+                                     "(default: read from the similarity histogram)")
+    format: str | None = option(None, help=f"force the dataset format ({', '.join(FORMATS)})")
+    set_aside_largest: bool = option(False, help="report the largest cluster as a catch-all, outside the ranking")
+    max_tokens: int | None = option(MAX_TOKENS, ge=3, help="drop captions longer than this many tokens")
+    tokenizer: str | None = option(None, help="CLIP tokenizer folder for exact token counts")
+    method: str = option("auto", help=f"similarity search: {', '.join(METHODS)}")
+    min_cluster_size: int = option(2, ge=2, help="smallest group reported as a cluster")
+    top_clusters: int = option(TOP_CLUSTERS, ge=1, le=10_000, help="clusters described in the report")
+    top_words: int = option(10, ge=1, le=100, help="frequent caption words per cluster")
+    grid_clusters: int = option(8, ge=0, le=100, help="clusters shown as image grids")
+    grid_images: int = option(16, ge=1, le=256, help="images per cluster grid")
+    cache: bool = option(True, help="read and write the embedding cache")
+    cache_dir: str | None = option(None, help="embedding cache folder (default: under the sdguard cache root)")
+    max_side: int | None = option(512, ge=8, help="images are downscaled to this longest side before embedding")
+    threads: int | None = option(None, ge=1, help="CPU threads for the similarity search")
+    seed: int = option(0, ge=0, le=2**63 - 1, help="seed of the clustering's sampling (ivf training)")
 
     @field_validator("keywords")
     @classmethod
@@ -92,36 +93,24 @@ class DataAuditConfig(RunConfig):
         return fmt
 
 
-def audit_data(dataset: str | Path, keywords: Sequence[str] | str | None = None, *, any: bool = False,
-               embedder: str = "pixels", threshold: float | None = None, out: str | Path,
-               overwrite: bool = False, format: str | None = None, embedder_options: Mapping[str, Any] | None = None,
-               set_aside_largest: bool = False, max_tokens: int | None = MAX_TOKENS, tokenizer: str | None = None,
-               method: str = "auto", min_cluster_size: int = 2, top_clusters: int = TOP_CLUSTERS,
-               top_words: int = 10, grid_clusters: int = 8, grid_images: int = 16, cache: bool = True,
-               cache_dir: str | Path | None = None, max_side: int | None = 512, threads: int | None = None,
-               seed: int = 0, progress: bool | None = None) -> Report:
-    """Audit ``dataset`` for replicated images behind ``keywords`` (Somepalli et al. 2023).
+def audit_data(*args: Any, progress: bool | None = None, **values: Any) -> Report:
+    """Audit a dataset for replicated images behind keywords (Somepalli et al. 2023).
 
-    ``keywords``: one or more phrases; all must occur in a caption (``any=True``: one suffices);
-    none selects every entry. ``embedder``: a registry name, or ``NAME:VALUE`` (``clip:FOLDER``,
-    ``sscd:FILE.pt``). ``threshold``: cosine similarity in (0, 1] above which two images are linked;
-    None reads one from the similarity histogram (else the embedder's default).
-    ``set_aside_largest``: report the largest cluster as a catch-all and leave it out of the ranking
-    and of the co-occurrence share. Writes ``report.json``, ``report.html`` and
-    ``clusters.parquet`` into ``out``; returns the :class:`~sdguard.report.Report`.
+    ``audit_data(DataAuditConfig(...))`` or ``audit_data(dataset, keywords=[...], out=..., ...)``
+    with the fields of :class:`DataAuditConfig`: ``keywords`` all occur in a caption (``any=True``:
+    one suffices), none selects every entry; ``embedder`` a registry name or ``NAME:VALUE``
+    (``clip:FOLDER``, ``sscd:FILE.pt``); ``threshold`` the cosine similarity in (0, 1] above which
+    two images are linked (None: read from the similarity histogram, else the embedder's default);
+    ``set_aside_largest`` reports the largest cluster as a catch-all, outside the ranking and the
+    co-occurrence share. Writes ``report.json``, ``report.html`` and ``clusters.parquet`` into
+    ``out``; returns the :class:`~sdguard.report.Report`.
     """
     from ..embed import STATUS_NAMES, EmbeddingCache, create_embedder, embed_dataset
     from ..core.io import output_dir
 
-    if isinstance(keywords, str):
-        keywords = [keywords]
-    cfg = validate(DataAuditConfig, dataset=str(dataset), keywords=list(keywords or []), any=any, embedder=embedder,
-                   embedder_options=dict(embedder_options or {}), threshold=threshold, format=format,
-                   set_aside_largest=set_aside_largest, max_tokens=max_tokens, tokenizer=tokenizer, method=method,
-                   min_cluster_size=min_cluster_size, top_clusters=top_clusters, top_words=top_words,
-                   grid_clusters=grid_clusters, grid_images=grid_images, cache=cache,
-                   cache_dir=str(cache_dir) if cache_dir is not None else None, max_side=max_side, threads=threads,
-                   seed=seed, out=str(out))
+    if len(args) == 2 and not isinstance(args[0], RunConfig):  # audit_data(dataset, keywords)
+        args, values = args[:1], {"keywords": args[1], **values}
+    cfg = build(DataAuditConfig, args, values)
     pa = require("pyarrow", "scale", "writing clusters.parquet")
     pq = require("pyarrow.parquet", "scale", "writing clusters.parquet")
     require("faiss", "scale", "near-duplicate clustering")
@@ -130,7 +119,7 @@ def audit_data(dataset: str | Path, keywords: Sequence[str] | str | None = None,
     with report.timer("open"):
         ds = open_dataset(cfg.dataset, cfg.format)
     emb = create_embedder(cfg.embedder, **cfg.embedder_options)
-    with output_dir(cfg.out, overwrite=overwrite) as stage:
+    with output_dir(cfg.out, overwrite=cfg.overwrite) as stage:
         # 1. captions
         with report.timer("filter"):
             matched = ds.entries(where)

@@ -5,7 +5,7 @@ Before (the original model) vs after (the erased model), on the same prompts and
 - **efficacy**: the presence rate of each erased concept: for a planted artwork of the synthetic
   world, the share of generations whose nearest training image is a copy of it with a cosine
   similarity at or above ``replication_threshold`` (word-level replication, Somepalli et al.
-  2023; the similarity is that of :func:`~sdguard.data.world_probes.nearest_training_image`,
+  2023; the similarity is that of :func:`~sdguard.data.world.probes.nearest_training_image`,
   and the default 0.6 is calibrated on ``builtin:tiny``, whose blurry 32-pixel reproductions of
   the planted artworks score 0.64-0.90 against their nearest copy); for an artist style, the
   share the world's :class:`StyleClassifier` (fitted on the world as the original model's
@@ -237,7 +237,7 @@ class WorldProbes:
         return probe
 
     def style(self):
-        from ..data.world_probes import StyleClassifier
+        from ..data.world.probes import StyleClassifier
 
         def fit():
             rng = np.random.default_rng(self.seed)
@@ -251,7 +251,7 @@ class WorldProbes:
         return self._get("style", fit)
 
     def attributes(self):
-        from ..data.world_probes import AttributeClassifier
+        from ..data.world.probes import AttributeClassifier
 
         def fit():
             rng = np.random.default_rng(self.seed)
@@ -275,7 +275,7 @@ class PresenceDetector:
 
     def __call__(self, concept: Concept, images: np.ndarray) -> np.ndarray:
         if concept.kind == "artwork":
-            from ..data.world_probes import nearest_training_image
+            from ..data.world.probes import nearest_training_image
 
             idx, sims = nearest_training_image(images, self.world)
             arts = np.array([self.world.artwork_of(int(i)) == concept.target for i in idx])

@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from pydantic import Field
 
-from ..core.config import RunConfig, validate
+from ..core.config import ResumableConfig, build, option
 from ..data.captions import frequent_words
 from ..data.datasets import open_dataset
 from ..core.errors import InputError, require
@@ -51,31 +50,31 @@ from .stats import fisher_greater, wilson_interval
 THUMB = 64  # generations are kept at most THUMB x THUMB for cliques and grids
 
 
-class GenerationAuditConfig(RunConfig):
-    cli_names = {"model": "MODEL", "batch_size": "--batch-size", "top_clusters": "--top-clusters",
-                 "object_keyword": "--object-keyword", "object_name": "--object", "clique_delta": "--clique-delta",
-                 "reference_prompts": "--reference-prompts"}
+class GenerationAuditConfig(ResumableConfig):
+    """Generation replication audit: replication over many seeds per prompt kind, objects, cliques."""
 
-    model: str
-    dataset: str
-    clusters: str | None = None
-    prompts: str | None = None
-    n: int = Field(500, ge=1, le=100_000)
-    seed: int = Field(0, ge=0)
-    steps: int = Field(25, ge=1, le=1000)
-    guidance: float = Field(7.5, ge=0.0, le=100.0)
-    batch_size: int = Field(16, ge=1, le=4096)
-    embedder: str = "pixels"
-    threshold: float | None = Field(None, gt=0.0, le=1.0)
-    top_clusters: int = Field(3, ge=1, le=1000)
-    controls: int = Field(4, ge=0, le=1000)
-    object_keyword: str | None = None
-    object_name: str | None = None
-    detector: str | None = None
-    clique_delta: float | None = Field(None, gt=0.0)
-    reference_prompts: int = Field(8, ge=0, le=1000)
-    device: str | None = None
-    out: str
+    model: str = option(positional=True, help="the model to audit (any model spec)")
+    dataset: str = option(help="its training data (any dataset format)")
+    clusters: str | None = option(None, help="an `sdguard audit data` output folder")
+    prompts: str | None = option(None, help="a prompt file (one per line; KIND<TAB>PROMPT)")
+    n: int = option(500, flag="--n", ge=1, le=100_000, help="generations per prompt (seeds seed..seed+n-1)")
+    seed: int = option(0, ge=0, le=2**63 - 1, help="first seed")
+    steps: int = option(25, ge=1, le=1000, help="denoising steps")
+    guidance: float = option(7.5, ge=0.0, le=100.0, help="classifier-free guidance scale")
+    batch_size: int = option(16, ge=1, le=4096, help="images per forward pass")
+    embedder: str = option("pixels", help="pixels, dct, clip[:MODEL] or sscd:FILE")
+    threshold: float | None = option(None, gt=0.0, le=1.0, help="replication threshold (default: calibrated per "
+                                     "cluster)")
+    top_clusters: int = option(3, ge=1, le=1000, help="clusters to build prompt suites for")
+    controls: int = option(4, ge=0, le=1000, help="control prompts")
+    object_keyword: str | None = option(None, help="a keyword whose images hold an object, e.g. astronaut")
+    object_name: str | None = option(None, flag="--object", help="the object, e.g. flag")
+    detector: str | None = option(None, help="object detector: world or clip:MODEL")
+    clique_delta: float | None = option(None, gt=0.0, help="tiled l2 distance of near-identical generations "
+                                        "(default: calibrated on reference prompts, at most Carlini et al.'s 0.15)")
+    reference_prompts: int = option(8, ge=0, le=1000, help="ordinary captions generated to calibrate the clique "
+                                    "distance (0: Carlini et al.'s 0.15)")
+    device: str | None = option(None, help="cpu, cuda, mps (default: best available)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -256,13 +255,9 @@ def _reference_specs(cfg, entries, labels, specs) -> list[PromptSpec]:
                              np.random.default_rng([cfg.seed, 1]))
 
 
-def audit_generations(model: str, dataset: str, *, out: str, clusters: str | None = None, prompts: str | None = None,
-                      n: int = 500, seed: int = 0, steps: int = 25, guidance: float = 7.5, batch_size: int = 16,
-                      embedder: str = "pixels", threshold: float | None = None, top_clusters: int = 3,
-                      controls: int = 4, object_keyword: str | None = None, object_name: str | None = None,
-                      detector: str | None = None, clique_delta: float | None = None, reference_prompts: int = 8,
-                      device: str | None = None, overwrite: bool = False, resume: bool = False, progress: bool | None = None) -> Report:
-    """Audit ``model`` for replication of ``dataset``'s images over many seeds (see the module docstring).
+def audit_generations(*args: Any, progress: bool | None = None, **values: Any) -> Report:
+    """Audit a model for replication of ``dataset``'s images over many seeds (see the module docstring);
+    ``audit_generations(GenerationAuditConfig(...))`` or ``audit_generations(model, dataset, out=..., ...)``.
 
     Writes ``report.json`` (``results.prompts``: one entry per prompt with ``prompt``, ``kind``,
     ``n``, ``replication_rate``, ``ci_low``, ``ci_high``, ``clique_size``, ...), ``report.html``,
@@ -274,11 +269,7 @@ def audit_generations(model: str, dataset: str, *, out: str, clusters: str | Non
     from ..embed import create_embedder
     from ..models import DiffusionModel
 
-    cfg = validate(GenerationAuditConfig, model=str(model), dataset=str(dataset), clusters=clusters, prompts=prompts,
-                   n=n, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size, embedder=embedder,
-                   threshold=threshold, top_clusters=top_clusters, controls=controls, object_keyword=object_keyword,
-                   object_name=object_name, detector=detector, clique_delta=clique_delta,
-                   reference_prompts=reference_prompts, device=device, out=str(out))
+    cfg = build(GenerationAuditConfig, args, values)
     if cfg.object_keyword and not cfg.detector:
         raise InputError.bad("--detector", None, "is needed with --object-keyword (world or clip:MODEL)")
     faiss = require("faiss", "scale", "searching the training set")
@@ -289,7 +280,7 @@ def audit_generations(model: str, dataset: str, *, out: str, clusters: str | Non
         emb = create_embedder(cfg.embedder)
         m = DiffusionModel.load(cfg.model, device=cfg.device)
     report.add_model("model", m)
-    with output_dir(cfg.out, overwrite=overwrite, resume=resume) as stage:
+    with output_dir(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume) as stage:
         with report.timer("embed_training"):
             entries, vectors, ok = _training_embeddings(ds, emb, progress)
         with report.timer("clusters"):
@@ -300,7 +291,7 @@ def audit_generations(model: str, dataset: str, *, out: str, clusters: str | Non
         max_tokens = int(m.tokenizer.model_max_length)
         specs = _select_prompts(cfg, entries, labels, words, rng, fits=lambda p: m.token_count(p) <= max_tokens)
         specs += _reference_specs(cfg, entries, labels, specs)
-        plan = {"config": cfg.model_dump(mode="json"), "prompts": [s.to_dict() for s in specs]}
+        plan = {"config": cfg.run_key(), "prompts": [s.to_dict() for s in specs]}
         plan_path = stage / "prompts.json"
         if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
             raise InputError.bad("--resume", cfg.out, "holds a run with other settings or prompts; start it anew with --overwrite")

@@ -6,7 +6,7 @@ finds the object in generations of keyword prompts, of control prompts and in th
 training images. Detectors are created by name:
 
 - ``world``: the synthetic world's planted object, detected by a probe fitted on the world
-  (:class:`sdguard.data.world_probes.ObjectDetector`); needs the dataset to be a world folder.
+  (:class:`sdguard.data.world.probes.ObjectDetector`); needs the dataset to be a world folder.
 - ``clip:MODEL``: zero-shot CLIP through transformers (a local folder or a hub id where it is
   reachable): the object is present when "a photo with a OBJECT" beats "a photo" on the image.
 """
@@ -38,7 +38,7 @@ class WorldObjectDetector:
 
     def __init__(self, world_dir: str, object_name: str | None = None, threshold: float = 0.5):
         from ..data.world import load_world
-        from ..data.world_probes import ObjectDetector
+        from ..data.world.probes import ObjectDetector
 
         self.world = load_world(world_dir)
         planted = [o["object"] for o in self.world.ground_truth.get("objects", [])]

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import fisher_exact
 
 from ..data.world import World
-from ..data.world_probes import AttributeClassifier, ObjectDetector, StyleClassifier, artwork_of, nearest_training_image
+from ..data.world.probes import AttributeClassifier, ObjectDetector, StyleClassifier, artwork_of, nearest_training_image
 
 
 @dataclass
@@ -120,7 +120,7 @@ def _held_out(world: World, seen: World, gen, s: WorldCheckSettings, rng: np.ran
     binomial test of the pooled held-out accuracy against chance."""
     from scipy.stats import binomtest
 
-    from ..data.world import _scene_caption  # the world's own caption writer (phrases, articles)
+    from ..data.world import scene_caption  # the world's own caption writer (phrases, articles)
 
     held = [(h["shape"], h["color"], h["position"]) for h in world.ground_truth["held_out"]]
     values = world.ground_truth["attributes"]
@@ -136,7 +136,7 @@ def _held_out(world: World, seen: World, gen, s: WorldCheckSettings, rng: np.ran
     for group, combos in (("held_out", held), ("seen", seen_combos)):
         for form, template in forms.items():
             truth = [combos[k % len(combos)] for k in range(s.seeds)]
-            prompts = [_scene_caption({"shape": sh, "color": c, "position": p, "background": "white"}, template, None)
+            prompts = [scene_caption({"shape": sh, "color": c, "position": p, "background": "white"}, template, None)
                        for sh, c, p in truth]
             predicted = attrs.predict(gen(prompts))
             for j, attr in enumerate(names):

@@ -3,16 +3,17 @@ name and prints where the output is. Errors of the contract become one line and 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
-from typing import List, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ..core.errors import SdguardError
+from .build import add_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audit and harden text-to-image diffusion models for privacy and safety.")
@@ -38,42 +39,17 @@ def done(report, out_dir: str) -> None:
     out.print(f"[green]report:[/green] {os.path.join(out_dir, 'report.html')}")
 
 
-@app.command()
-def generate(
-    model: str = typer.Argument(..., help="builtin:NAME, a diffusers folder, a .safetensors file or a hub id"),
-    prompt: List[str] = typer.Argument(..., help="one or more prompts"),
-    n: int = typer.Option(4, "--n", help="images per prompt"),
-    seed: int = typer.Option(0, help="image j of each prompt uses seed + j"),
-    steps: int = typer.Option(25, help="denoising steps"),
-    guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
-    height: Optional[int] = typer.Option(None, help="image height (default: the model's size)"),
-    width: Optional[int] = typer.Option(None, help="image width (default: the model's size)"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt"),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, mps (default: best available)"),
-    out_dir: str = typer.Option(..., "--out", help="output folder"),
-    overwrite: bool = typer.Option(False, help="replace an existing output folder"),
-) -> None:
-    """Generate images: N per prompt, each from its own seed."""
+def _generate(cfg, _extra, _cli) -> None:
     from ..models.commands import generate as run
 
-    report = run(model, prompt, out=out_dir, n=n, seed=seed, steps=steps, guidance=guidance, height=height,
-                 width=width, batch_size=batch_size, negative_prompt=negative_prompt, device=device,
-                 overwrite=overwrite)
-    done(report, out_dir)
+    done(run(cfg), cfg.out)
 
 
-@app.command()
-def info(
-    model: str = typer.Argument(..., help="builtin:NAME, a diffusers folder, a .safetensors file or a hub id"),
-    device: Optional[str] = typer.Option(None),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
-) -> None:
-    """Components, parameter counts per group and the weight fingerprint of a model."""
+def _info(cfg, _extra, cli) -> None:
     from ..models.commands import info as run
 
-    desc = run(model, device=device)
-    if as_json:
+    desc = run(cfg)
+    if cli["as_json"]:
         out.print_json(json.dumps(desc))
         return
     out.print(f"[bold]{desc['spec']}[/bold]  fingerprint {desc['fingerprint'][:16]}…")
@@ -84,16 +60,21 @@ def info(
               f"vocabulary {desc['tokenizer']['vocab_size']}, max tokens {desc['tokenizer']['max_length']}")
 
 
-@app.command()
-def demo(
-    out_dir: str = typer.Option("demo-out", "--out", help="output folder"),
-    overwrite: bool = typer.Option(False, help="replace an existing output folder"),
-) -> None:
-    """The main job on the embedded default (builtin model and synthetic world), on a CPU."""
+def _demo(cfg, _extra, _cli) -> None:
     from ..demo import demo as run
 
-    report = run(out_dir, overwrite=overwrite)
-    done(report, out_dir)
+    done(run(cfg), cfg.out)
+
+
+def _register_commands() -> None:
+    from ..demo import DemoConfig
+    from ..models.commands import GenerateConfig, InfoConfig
+
+    add_command(app, "generate", GenerateConfig, _generate)
+    as_json = inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                default=typer.Option(False, "--json", help="print JSON"))
+    add_command(app, "info", InfoConfig, _info, cli_only=[as_json])
+    add_command(app, "demo", DemoConfig, _demo)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_register_commands()
 _register_groups()
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ def train_tiny(
     overwrite: bool = typer.Option(False, help="replace an existing output folder"),
 ) -> None:
     """Train a tiny Stable Diffusion (VAE, CLIP text encoder, UNet) on a world, on the CPU."""
-    from ..models.training import train_tiny as run
+    from ..train import train_tiny as run
 
     from .main import done
 

@@ -1,32 +1,126 @@
-"""Typed, validated run configurations.
+"""Typed, validated run configurations: the single source of every option.
 
-Each command has a pydantic config; the same object is written into the command's report so a
-run can be repeated exactly. :func:`validate` turns the first validation problem into the one
-sentence of the error contract, naming the CLI argument and the value.
+Each command has a pydantic config. A field *is* the option: its name, type, default, range
+(pydantic constraints) and help (``description``) are declared once, with :func:`option`, and
+
+- the command line derives its options from the fields (:mod:`sdguard.cli.build`);
+- the Python function of the same name takes the config object, or the same values as keywords
+  (:func:`build`); a future HTTP API accepts the same object as its body;
+- the report records the whole validated object, so a run can be repeated exactly.
+
+:func:`validate` turns the first validation problem into the one sentence of the error contract,
+naming the option as the user spells it on the command line.
 """
 
 from __future__ import annotations
 
+import os
+import typing
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticUndefined
 
 from .errors import InputError
 
 C = TypeVar("C", bound="RunConfig")
 
 
+def option(default: Any = PydanticUndefined, *, help: str = "", flag: str | None = None, positional: bool = False,
+           metavar: str | None = None, cli: bool = True, **constraints: Any) -> Any:
+    """A config field that is also a command-line option.
+
+    ``flag``: how the option is spelled (default ``--field-name``; short aliases after a space,
+    ``"--keyword -k"``; booleans may give ``"--on/--off"``); ``positional``: an argument rather than an option (``metavar`` names it in
+    messages, default the field name in capitals); ``cli=False``: set only from Python (e.g. a
+    dict filled by the library). ``constraints`` are pydantic's (``ge``, ``le``, ``min_length``,
+    ``default_factory`` ...).
+    """
+    extra: dict[str, Any] = {}
+    if flag:
+        extra["flag"] = flag
+    if positional:
+        extra["positional"] = True
+    if metavar:
+        extra["metavar"] = metavar
+    if not cli:
+        extra["cli"] = False
+    return Field(default, description=help or None, json_schema_extra=extra or None, **constraints)
+
+
+def field_meta(cls: type[BaseModel], name: str) -> dict[str, Any]:
+    extra = cls.model_fields[name].json_schema_extra
+    return dict(extra) if isinstance(extra, dict) else {}
+
+
 class RunConfig(BaseModel):
-    """Base of every command config: frozen, no unknown fields."""
+    """Base of every command config: frozen, no unknown fields.
+
+    Before validation, paths become strings and a single string given for a list field becomes a
+    one-element list, so ``out=Path("x")`` and ``concepts="monet"`` work from Python.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
-    #: maps a field name to how the user spells it on the command line
+    #: fields that change no result (where the output goes, whether to replace it): left out of
+    #: the keys that decide whether a resumed run is the same run
+    presentation_fields: ClassVar[frozenset[str]] = frozenset({"out", "overwrite", "resume"})
+    #: legacy spelling map (field -> CLI spelling); new fields give ``option(flag=...)``
     cli_names: ClassVar[dict[str, str]] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        out = dict(values)
+        for name, value in values.items():
+            f = cls.model_fields.get(name)
+            if f is None:
+                continue
+            if isinstance(value, os.PathLike):
+                out[name] = os.fspath(value)
+            elif isinstance(value, (str, os.PathLike)) and _is_list_of_str(f.annotation):
+                out[name] = [os.fspath(value)]
+            elif isinstance(value, (list, tuple)) and _is_list_of_str(f.annotation):
+                out[name] = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+        return out
 
-def argument_name(cls: type[RunConfig], field: str) -> str:
-    return cls.cli_names.get(field, f"--{field.replace('_', '-')}")
+    def run_key(self) -> dict[str, Any]:
+        """The settings that change results (every field but :attr:`presentation_fields`)."""
+        return self.model_dump(mode="json", exclude=set(self.presentation_fields))
+
+
+def _is_list_of_str(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_is_list_of_str(a) for a in typing.get_args(annotation) if a is not type(None))
+    return origin in (list, tuple) and typing.get_args(annotation)[:1] == (str,)
+
+
+class OutputConfig(RunConfig):
+    """A command that writes into ``--out DIR``."""
+
+    out: str = option(help="output folder")
+    overwrite: bool = option(False, help="replace an existing output folder")
+
+
+class ResumableConfig(OutputConfig):
+    """A command whose long runs checkpoint and can be continued."""
+
+    resume: bool = option(False, help="continue an interrupted run from its checkpoint")
+
+
+def argument_name(cls: type[BaseModel], field: str) -> str:
+    """How the user spells ``field`` of ``cls`` on the command line (``--batch-size``, ``MODEL``)."""
+    if field in cls.model_fields:
+        meta = field_meta(cls, field)
+        if meta.get("flag"):
+            return str(meta["flag"]).split()[0].split("/")[0]
+        if meta.get("positional"):
+            return str(meta.get("metavar") or field.upper())
+    names = getattr(cls, "cli_names", {})
+    return names.get(field, f"--{field.replace('_', '-')}")
 
 
 def validate(cls: type[C], **values: Any) -> C:
@@ -38,9 +132,42 @@ def validate(cls: type[C], **values: Any) -> C:
         loc = [str(p) for p in err.get("loc", ())]
         field = loc[0] if loc else "?"
         value = err.get("input")
+        if err.get("type") == "extra_forbidden":
+            known = ", ".join(argument_name(cls, f) for f in cls.model_fields)
+            raise InputError(f"{argument_name(cls, field)} is not an option here (options: {known}).") from None
+        if err.get("type") == "missing":
+            raise InputError(f"{argument_name(cls, field)} is required.") from None
         arg = argument_name(cls, field)
         msg = err.get("msg", "is invalid")
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         msg = msg[0].lower() + msg[1:] if msg else msg
         raise InputError(f"{arg} {value!r} is invalid: {msg}.") from None
+
+
+def positional_fields(cls: type[BaseModel]) -> list[str]:
+    return [n for n in cls.model_fields if field_meta(cls, n).get("positional")]
+
+
+def build(cls: type[C], args: tuple = (), values: dict[str, Any] | None = None) -> C:
+    """The config of a library call.
+
+    ``fn(config)`` passes a config object (keywords then replace its fields);
+    ``fn("builtin:tiny", "world", out="x", n=8)`` passes the positional fields in order and the
+    rest by name. Either way the result is validated as a whole.
+    """
+    values = dict(values or {})
+    if args and isinstance(args[0], cls):
+        if len(args) > 1:
+            raise TypeError(f"{cls.__name__} given with more positional arguments {args[1:]!r}")
+        return validate(cls, **{**args[0].model_dump(), **values})
+    if args and isinstance(args[0], RunConfig):
+        raise TypeError(f"expected a {cls.__name__}, got a {type(args[0]).__name__}")
+    names = positional_fields(cls)
+    if len(args) > len(names):
+        raise TypeError(f"{cls.__name__} takes {len(names)} positional values ({', '.join(names)}), got {len(args)}")
+    for name, value in zip(names, args):
+        if name in values:
+            raise TypeError(f"{name} given twice")
+        values[name] = value
+    return validate(cls, **values)

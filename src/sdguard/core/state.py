@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +28,46 @@ from .io import atomic_write_bytes, atomic_write_text, to_jsonable
 FORMAT = "sdguard-checkpoint"
 VERSION = 1
 _TENSOR = "__tensor__"
+_FLOAT = "__float__"
 
 
 def flatten(obj: Any, prefix: str = "") -> tuple[dict[str, Any], Any]:
-    """Split nested dicts/lists holding tensors into ``{key: tensor}`` and a JSON skeleton."""
+    """Split nested dicts/lists holding tensors into ``{key: tensor}`` and a JSON skeleton.
+
+    Tensor keys are the paths to the tensors (``"state/0/exp_avg"``), made unique where two paths
+    spell the same (``{"a/b": x}`` and ``{"a": {"b": y}}``); a tensor whose memory overlaps one
+    already taken (tied weights, the same tensor twice) is copied, as safetensors stores no
+    shared memory. Non-finite floats keep their value (JSON has no NaN).
+    """
     import torch
 
     tensors: dict[str, Any] = {}
+    taken: dict[int, list[tuple[int, int]]] = {}  # storage -> byte ranges already in ``tensors``
+
+    def own(t: Any) -> Any:
+        t = t.detach().cpu().contiguous()
+        ptr, size = t.untyped_storage().data_ptr(), t.numel() * t.element_size()
+        start = t.storage_offset() * t.element_size()
+        ranges = taken.setdefault(ptr, [])
+        if size and any(start < e and s < start + size for s, e in ranges):
+            return t.clone()
+        ranges.append((start, start + size))
+        return t
 
     def walk(o: Any, path: str) -> Any:
         if isinstance(o, torch.Tensor):
-            key = path or "value"
-            tensors[key] = o.detach().cpu().contiguous()
+            key, n = path or "value", 1
+            while key in tensors:
+                n += 1
+                key = f"{path or 'value'}#{n}"
+            tensors[key] = own(o)
             return {_TENSOR: key}
         if isinstance(o, dict):
             return {"__dict__": [[_key(k), walk(v, f"{path}/{k}" if path else str(k))] for k, v in o.items()]}
         if isinstance(o, (list, tuple)):
             return [walk(v, f"{path}/{i}" if path else str(i)) for i, v in enumerate(o)]
+        if isinstance(o, float) and not math.isfinite(o):
+            return {_FLOAT: repr(o)}
         return to_jsonable(o)
 
     skeleton = walk(obj, prefix)
@@ -60,6 +84,8 @@ def unflatten(skeleton: Any, tensors: dict[str, Any]) -> Any:
     if isinstance(skeleton, dict):
         if set(skeleton) == {_TENSOR}:
             return tensors[skeleton[_TENSOR]]
+        if set(skeleton) == {_FLOAT}:
+            return float(skeleton[_FLOAT])
         if set(skeleton) == {"__dict__"}:
             out = {}
             for k, v in skeleton["__dict__"]:
@@ -129,14 +155,22 @@ def load_checkpoint(folder: str | Path, name: str, *, key: dict, argument: str =
     if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise StateError.bad(argument, str(st), "does not match its checkpoint record (corrupt or half-written); "
                              "rerun without --resume")
-    want = to_jsonable(key)
+    want = json.loads(json.dumps(to_jsonable(key)))  # as it reads back from the file
     if meta.get("key") != want:
-        theirs = meta.get("key") if isinstance(meta.get("key"), dict) else {}
-        diff = next((k for k in sorted(set(want) | set(theirs)) if want.get(k) != theirs.get(k)), "?")
-        raise StateError.bad(argument, str(js), f"was written by another run ({diff}: {theirs.get(diff)!r} there, "
-                             f"{want.get(diff)!r} now); rerun without --resume or with the same arguments")
+        diff, theirs, ours = _first_difference(meta.get("key"), want)
+        raise StateError.bad(argument, str(js), f"was written by another run ({diff}: {theirs!r} there, "
+                             f"{ours!r} now); rerun without --resume or with the same arguments")
     try:
         tensors = load(data)
         return unflatten(meta["state"], tensors)
     except Exception as exc:  # a malformed tensor file that still hashes as recorded
         raise StateError.bad(argument, str(st), f"is not a readable safetensors file ({type(exc).__name__})") from None
+
+
+def _first_difference(theirs: Any, ours: Any, path: str = "") -> tuple[str, Any, Any]:
+    """The first entry (``"options.eta"``) where two JSON keys differ, and its two values."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        for k in sorted(set(theirs) | set(ours)):
+            if theirs.get(k) != ours.get(k):
+                return _first_difference(theirs.get(k), ours.get(k), f"{path}.{k}" if path else k)
+    return path or "key", theirs, ours

@@ -3,32 +3,35 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from pydantic import Field, field_validator
+from typing import Any
 
-from ..core.config import RunConfig, validate
+from pydantic import field_validator
+
+from ..core.config import OutputConfig, RunConfig, build, option
 from ..core.io import atomic_write_bytes, atomic_write_text, output_dir
 from ..core.progress import progress_bar
 from ..report import Report, auto_scale, make_grid, png_bytes
-from .adapter import DiffusionModel
 
 
-class GenerateConfig(RunConfig):
-    cli_names = {"model": "MODEL", "prompts": "PROMPT", "batch_size": "--batch-size"}
+MODEL_HELP = "builtin:NAME, a diffusers folder, a .safetensors file or a hub id"
+DEVICE_HELP = "cpu, cuda, mps (default: best available)"
 
-    model: str
-    prompts: list[str] = Field(min_length=1)
-    n: int = Field(4, ge=1, le=100_000)
-    seed: int = Field(0, ge=0)
-    steps: int = Field(25, ge=1, le=1000)
-    guidance: float = Field(7.5, ge=0.0, le=100.0)
-    height: int | None = Field(None, ge=8, le=4096)
-    width: int | None = Field(None, ge=8, le=4096)
-    batch_size: int = Field(8, ge=1, le=1024)
-    negative_prompt: str | None = None
-    device: str | None = None
-    out: str
+
+class GenerateConfig(OutputConfig):
+    """Generate images: N per prompt, each from its own seed."""
+
+    model: str = option(positional=True, help=MODEL_HELP)
+    prompts: list[str] = option(positional=True, metavar="PROMPT", min_length=1, help="one or more prompts")
+    n: int = option(4, flag="--n", ge=1, le=100_000, help="images per prompt")
+    seed: int = option(0, ge=0, le=2**63 - 1, help="image j of each prompt uses seed + j")
+    steps: int = option(25, ge=1, le=1000, help="denoising steps")
+    guidance: float = option(7.5, ge=0.0, le=100.0, help="classifier-free guidance scale")
+    height: int | None = option(None, ge=8, le=4096, help="image height (default: the model's size)")
+    width: int | None = option(None, ge=8, le=4096, help="image width (default: the model's size)")
+    batch_size: int = option(8, ge=1, le=1024, help="images per forward pass")
+    negative_prompt: str | None = option(None, help="what the guidance steers away from")
+    device: str | None = option(None, help=DEVICE_HELP)
 
     @field_validator("prompts")
     @classmethod
@@ -39,21 +42,25 @@ class GenerateConfig(RunConfig):
         return prompts
 
 
-def generate(model: str, prompts: list[str] | str, *, out: str, n: int = 4, seed: int = 0, steps: int = 25,
-             guidance: float = 7.5, height: int | None = None, width: int | None = None, batch_size: int = 8,
-             negative_prompt: str | None = None, device: str | None = None, overwrite: bool = False,
-             progress: bool | None = None) -> Report:
+class InfoConfig(RunConfig):
+    """Components, parameter counts per group and the weight fingerprint of a model."""
+
+    model: str = option(positional=True, help=MODEL_HELP)
+    device: str | None = option(None, help=DEVICE_HELP)
+
+
+def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     """Generate ``n`` images per prompt (image j of every prompt from seed ``seed + j``) into ``out``.
 
-    Writes ``images/*.png``, ``images.jsonl`` (file, prompt, seed) and the report.
+    ``generate(GenerateConfig(...))`` or ``generate(model, prompts, out=..., n=..., ...)`` (the
+    fields of :class:`GenerateConfig`). Writes ``images/*.png``, ``images.jsonl`` (file, prompt,
+    seed) and the report.
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    cfg = validate(GenerateConfig, model=model, prompts=list(prompts), n=n, seed=seed, steps=steps,
-                   guidance=guidance, height=height, width=width, batch_size=batch_size,
-                   negative_prompt=negative_prompt, device=device, out=str(out))
+    from .adapter import DiffusionModel
+
+    cfg = build(GenerateConfig, args, values)
     report = Report("generate", cfg)
-    with output_dir(cfg.out, overwrite=overwrite) as stage:
+    with output_dir(cfg.out, overwrite=cfg.overwrite) as stage:
         with report.timer("load"):
             m = DiffusionModel.load(cfg.model, device=cfg.device)
         report.add_model("model", m)
@@ -83,6 +90,10 @@ def generate(model: str, prompts: list[str] | str, *, out: str, n: int = 4, seed
     return report
 
 
-def info(model: str, device: str | None = None) -> dict:
-    """Components, parameter counts per group, default size and weight fingerprint of ``model``."""
-    return DiffusionModel.load(model, device=device).describe()
+def info(*args: Any, **values: Any) -> dict:
+    """Components, parameter counts per group, default size and weight fingerprint of a model
+    (``info(model, device=None)`` or ``info(InfoConfig(...))``)."""
+    from .adapter import DiffusionModel
+
+    cfg = build(InfoConfig, args, values)
+    return DiffusionModel.load(cfg.model, device=cfg.device).describe()

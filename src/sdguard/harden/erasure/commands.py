@@ -4,60 +4,71 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from typing import Any, Sequence
+from typing import Any
 
-from pydantic import Field
 
-from ...core.config import RunConfig, validate
+from ...core.config import ResumableConfig, RunConfig, build, option
 from ...core.errors import InputError
 from ...core.io import output_dir
 from ...core.progress import progress_enabled
+from ...core.state import checkpoint_exists, remove_checkpoint
 from ...report import Report, auto_scale, make_grid, png_bytes
 from .base import check_concepts, get_method, vocabulary_warnings
 from .delta import DELTA_FILE, changed_tensors, save_delta, snapshot
 from .esd import CHECKPOINT
 
 
-class EraseConfig(RunConfig):
-    cli_names = {"model": "MODEL", "concepts": "--concept", "preserve": "--preserve"}
+class EraseConfig(ResumableConfig):
+    """Erase concepts from a model: ESD fine-tuning or the closed-form UCE edit.
 
-    model: str
-    concepts: list[str] = Field(min_length=1)
-    method: str
-    preserve: list[str] = []
-    anchor: str | None = None
-    options: dict[str, Any] = {}
-    seed: int = Field(0, ge=0)
-    preview: int = Field(4, ge=0, le=64)
-    device: str | None = None
-    out: str
+    ``options`` holds the method's own options (its ``Options`` class, e.g.
+    :class:`~sdguard.harden.erasure.esd.ESDOptions`), validated by the method; on the command
+    line they are options of their own (``--lr``, ``--lamb``, ...), derived from those classes.
+    """
+
+    model: str = option(positional=True, help="builtin:NAME, a diffusers folder, a .safetensors file or a hub id")
+    concepts: list[str] = option(flag="--concept", min_length=1, help="a concept to erase (repeat for several)")
+    method: str = option(help="the erasure method (esd-x, esd-u, esd-all, uce)")
+    preserve: list[str] = option(default_factory=list, help="a concept to keep (uce: preserve term; esd: retain "
+                                 "term)")
+    anchor: str | None = option(None, help="uce: what erased concepts map to (default: the empty prompt)")
+    options: dict[str, Any] = option(default_factory=dict, cli=False, help="the method's own options")
+    seed: int = option(0, ge=0, le=2**63 - 1, help="seed of the random draws (esd) and of the preview images")
+    preview: int = option(4, ge=0, le=64, help="preview images per concept before and after (0: none)")
+    device: str | None = option(None, help="cpu, cuda, mps (default: best available)")
+    out: str = option(help="output folder: the erased model, its delta file, the report")
 
 
-def erase(model: str, concepts: Sequence[str] | str, method: str, preserve: Sequence[str] = (), *, out: str,
-          anchor: str | None = None, overwrite: bool = False, resume: bool = False, seed: int = 0, preview: int = 4,
-          device: str | None = None, progress: bool | None = None, **options: Any) -> Report:
-    """Erase ``concepts`` from ``model`` with ``method`` (``esd-x``, ``esd-u``, ``esd-all``, ``uce``).
+def erase(*args: Any, progress: bool | None = None, **values: Any) -> Report:
+    """Erase concepts from a model with a registered method (``esd-x``, ``esd-u``, ``esd-all``, ``uce``).
 
-    ``out`` receives the erased model as a diffusers folder (``load_pipeline(out)`` loads it),
-    ``erasure_delta.safetensors`` (only the changed tensors, applicable to the original model with
-    :func:`~sdguard.harden.erasure.delta.apply_delta`) and the report. ``options`` are the
-    method's own (ESD: ``eta``, ``iterations``, ``lr``, ``start_guidance``, ``ddim_steps``,
-    ``batch_size``, ``checkpoint_every``, ``paper_timesteps``; UCE: ``lamb``, ``erase_scale``,
-    ``preserve_scale``, ``edit_keys``). ``preview`` images per concept are generated before and
-    after for the report (0: none). ESD checkpoints into the staging folder of ``out``;
-    ``resume=True`` continues an interrupted run.
+    ``erase(EraseConfig(...))`` or ``erase(model, concepts=[...], method="uce", out=..., lamb=0.5)``:
+    the fields of :class:`EraseConfig`, and any other keyword is one of the method's own options
+    (ESD: ``eta``, ``iterations``, ``lr``, ``start_guidance``, ``ddim_steps``, ``batch_size``,
+    ``checkpoint_every``, ``paper_timesteps``, ``preserve_weight``, ...; UCE: ``lamb``,
+    ``erase_scale``, ``preserve_scale``, ``edit_keys``, ...). ``out`` receives the erased model
+    as a diffusers folder (``load_pipeline(out)`` loads it), ``erasure_delta.safetensors`` (only
+    the changed tensors, applicable to the original model with
+    :func:`~sdguard.harden.erasure.delta.apply_delta`) and the report. ``preview`` images per
+    concept are generated before and after for the report (0: none). ESD checkpoints into the
+    staging folder of ``out``; ``resume=True`` continues an interrupted run.
 
     Words outside the tokenizer's vocabulary raise a :class:`~.base.VocabularyWarning` (the
     concept still works through sub-words) and are listed under ``results.warnings``.
     """
-    concepts = check_concepts(concepts)
-    preserve = [" ".join(p.split()) for p in ([preserve] if isinstance(preserve, str) else list(preserve))]
+    if len(args) >= 2 and not isinstance(args[0], RunConfig):  # erase(model, concepts, method, preserve)
+        values = {**dict(zip(("concepts", "method", "preserve"), args[1:])), **values}
+        args = args[:1]
+    own = {k: values.pop(k) for k in list(values) if k not in EraseConfig.model_fields}
+    cfg = build(EraseConfig, args, values)
+    concepts = check_concepts(cfg.concepts)
+    preserve = [" ".join(p.split()) for p in cfg.preserve]
     for p in preserve:
         if not p:
             raise InputError.bad("--preserve", p, "is empty: every preserved concept needs at least one word")
-    meth = get_method(method, **options)
-    cfg = validate(EraseConfig, model=str(model), concepts=concepts, method=method, preserve=preserve, anchor=anchor,
-                   options=meth.options.model_dump(), seed=seed, preview=preview, device=device, out=str(out))
+    meth = get_method(cfg.method, **{**cfg.options, **own})
+    cfg = cfg.model_copy(update={"concepts": concepts, "preserve": preserve, "options": meth.options.model_dump()})
+    method, anchor, overwrite, resume = cfg.method, cfg.anchor, cfg.overwrite, cfg.resume
     notes: list[str] = []
     if preserve and not meth.uses_preserve:
         notes.append(f"--preserve {preserve!r} is not used by --method {method!r}")
@@ -76,7 +87,7 @@ def erase(model: str, concepts: Sequence[str] | str, method: str, preserve: Sequ
         try:
             _run(report, cfg, meth, concepts, preserve, anchor, notes, stage, resume, progress)
         except BaseException:
-            if not (stage / CHECKPOINT).is_file():
+            if not checkpoint_exists(stage, CHECKPOINT):
                 shutil.rmtree(stage, ignore_errors=True)
             raise
     return report
@@ -105,7 +116,7 @@ def _run(report: Report, cfg: EraseConfig, meth, concepts: list[str], preserve: 
         info = {"method": method, "concepts": concepts, "preserve": preserve, "anchor": anchor,
                 "options": cfg.options}
         save_delta(stage / DELTA_FILE, delta, base_fingerprint=base_fp, metadata=info)
-    (stage / CHECKPOINT).unlink(missing_ok=True)
+    remove_checkpoint(stage, CHECKPOINT)
     m.spec = str(cfg.out)
     report.add_model("erased", m)
     delta_bytes = (stage / DELTA_FILE).stat().st_size

@@ -45,9 +45,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from pydantic import Field
 
-from ...core.config import RunConfig
+from ...core.config import RunConfig, option
 from ...data.captions import STOP_WORDS, words
 from ...core.errors import InputError
 from .base import ErasureMethod, ErasureResult, register_method, token_count
@@ -56,18 +55,16 @@ from .base import ErasureMethod, ErasureResult, register_method, token_count
 class UCEOptions(RunConfig):
     """Options of UCE (defaults: the paper's code)."""
 
-    cli_names = {"lamb": "--lamb", "erase_scale": "--erase-scale", "preserve_scale": "--preserve-scale",
-                 "edit_keys": "--edit-keys", "expand": "--expand",
-                 "expand_preserve": "--expand-preserve", "drop_conflicting": "--drop-conflicting"}
-
-    lamb: float = Field(0.5, gt=0, le=1e6, description="weight of staying close to the old projection")
-    erase_scale: float = Field(1.0, gt=0, le=1e6)
-    preserve_scale: float | None = Field(None, gt=0, le=1e6, description="default max(0.1, 1/len(preserve))")
-    edit_keys: bool = True
-    expand: bool = Field(False, description="also erase the paper code's art templates of each concept")
-    expand_preserve: bool = Field(False, description="also preserve the art templates of each preserve prompt")
-    drop_conflicting: bool = Field(True, description="leave out preserve prompts that share a content word with an "
-                                                     "erased concept (with a warning)")
+    lamb: float = option(0.5, gt=0, le=1e6, help="weight of staying close to the old projection (paper code: 0.5)")
+    erase_scale: float = option(1.0, gt=0, le=1e6, help="weight of the erased concepts")
+    preserve_scale: float | None = option(None, gt=0, le=1e6, help="weight of the preserved ones (default "
+                                          "max(0.1, 1/len(preserve)))")
+    edit_keys: bool = option(True, help="edit to_k as well as to_v")
+    expand: bool = option(False, help="also erase the paper code's art templates of each concept")
+    expand_preserve: bool = option(False, help="also preserve the art templates of each preserve prompt")
+    drop_conflicting: bool = option(True, flag="--drop-conflicting/--keep-conflicting",
+                                    help="leave out preserve prompts that share a content word with an erased "
+                                    "concept (with a warning)")
 
 
 #: the templates of the paper's code for art concepts (its ``add_prompts`` option), used with ``expand``

@@ -6,8 +6,9 @@ changes) of world images, and reads images at the world's base resolution of 32x
 
 - :class:`StyleClassifier`: which artist style ("monet", "hokusai", "picasso") or "none".
 - :class:`AttributeClassifier`: shape, colour and position of a compositional scene.
-- :class:`ObjectDetector`: is the planted object (the flag that astronaut images show although
-  no caption names it; object-level replication, Somepalli et al. 2023) present?
+- :class:`ObjectDetector` (in :mod:`.detector`): is the planted object (the flag that astronaut
+  images show although no caption names it; object-level replication, Somepalli et al. 2023)
+  present?
 - :func:`nearest_training_image` and :func:`artwork_of`: the most similar training image by
   cosine similarity of normalized downsampled pixels, and the artwork it is a copy of
   (word-level replication, Somepalli et al. 2023).
@@ -25,12 +26,21 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+from sklearn.pipeline import Pipeline
 
-from .world import OBJECT_BOX, World
+from .api import World
+from .detector import ObjectDetector
+from .probing import (
+    WORK_SIZE,
+    as_images,
+    check_fitted,
+    classifier,
+    degrade,
+    fit_single_thread,
+    resize,
+    training_set,
+    world_indices,
+)
 
 __all__ = [
     "WORK_SIZE",
@@ -43,108 +53,7 @@ __all__ = [
     "artwork_of",
 ]
 
-#: resolution every probe reads images at
-WORK_SIZE = 32
 NO_STYLE = "none"
-
-
-# ---------------------------------------------------------------------------------------------
-# Images in, degraded copies for training
-# ---------------------------------------------------------------------------------------------
-
-
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    n, h, w, _ = images.shape
-    if h == size and w == size:
-        return images
-    if h % size == 0 and w % size == 0:  # exact area average
-        return images.reshape(n, size, h // size, size, w // size, 3).mean(axis=(2, 4))
-    return np.clip(ndimage.zoom(images, (1, size / h, size / w, 1), order=1), 0.0, 1.0)
-
-
-def as_images(images: Any, size: int | None = WORK_SIZE) -> np.ndarray:
-    """Convert ``images`` to float32 ``N x size x size x 3`` in [0, 1].
-
-    Accepts a float or uint8 array (``N x H x W x 3``, ``N x 3 x H x W`` or one ``H x W x 3``
-    image), a torch tensor, or a sequence of PIL images / arrays. ``size=None`` keeps the size.
-    """
-    if hasattr(images, "detach"):  # torch tensor
-        images = images.detach().cpu().numpy()
-    if isinstance(images, (list, tuple)):
-        images = np.stack([np.asarray(im.convert("RGB") if isinstance(im, Image.Image) else im) for im in images])
-    arr = np.asarray(images)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.ndim != 4:
-        raise ValueError(f"images must be N x H x W x 3, got an array of shape {arr.shape}")
-    if arr.shape[-1] != 3 and arr.shape[1] == 3:
-        arr = arr.transpose(0, 2, 3, 1)
-    if arr.shape[-1] != 3:
-        raise ValueError(f"images must have 3 colour channels, got an array of shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        out = arr.astype(np.float32) / 255.0
-    else:
-        out = np.clip(arr.astype(np.float32), 0.0, 1.0)
-    return out if size is None else _resize(out, size).astype(np.float32)
-
-
-def degrade(
-    images: np.ndarray, rng: np.random.Generator, blur: float = 1.5, noise: float = 0.04, shift: int = 1
-) -> np.ndarray:
-    """Random blur (sigma up to ``blur`` px), shift, brightness/contrast change and noise.
-
-    Mimics what a small diffusion model does to the images it reproduces.
-    """
-    x = np.array(images, np.float32, copy=True)
-    n = len(x)
-    if shift:
-        padded = np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
-        d = rng.integers(-shift, shift + 1, size=(n, 2))
-        h, w = x.shape[1:3]
-        for i in range(n):
-            x[i] = padded[i, shift + d[i, 0] : shift + d[i, 0] + h, shift + d[i, 1] : shift + d[i, 1] + w]
-    sigmas = np.round(rng.uniform(0.0, blur, n), 1)
-    for s in np.unique(sigmas):
-        if s > 0:
-            sel = sigmas == s
-            x[sel] = ndimage.gaussian_filter(x[sel], sigma=(0, s, s, 0), mode="nearest")
-    gain = rng.uniform(0.9, 1.1, (n, 1, 1, 1)).astype(np.float32)
-    offset = rng.uniform(-0.04, 0.04, (n, 1, 1, 1)).astype(np.float32)
-    mean = x.mean(axis=(1, 2, 3), keepdims=True)
-    x = (x - mean) * gain + mean + offset
-    x += rng.normal(0.0, 1.0, x.shape).astype(np.float32) * rng.uniform(0.0, noise, (n, 1, 1, 1)).astype(np.float32)
-    return np.clip(x, 0.0, 1.0)
-
-
-def _training_set(
-    images: np.ndarray, y: np.ndarray, copies: int, rng: np.random.Generator, blur: float, noise: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The clean images plus ``copies`` degraded copies of each."""
-    xs = [images] + [degrade(images, rng, blur=blur, noise=noise) for _ in range(copies)]
-    return np.concatenate(xs), np.concatenate([y] * (copies + 1))
-
-
-def _fit(model: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
-    """Fit with one BLAS/OpenMP thread: the problems are small, and on a shared CPU more threads
-    make logistic regression several times slower."""
-    with threadpool_limits(limits=1):
-        return model.fit(x, y)
-
-
-def _classifier(C: float, random_state: int) -> Pipeline:
-    return make_pipeline(
-        StandardScaler(),
-        LogisticRegression(C=C, max_iter=3000, class_weight="balanced", random_state=random_state),
-    )
-
-
-def _world_indices(world: World, indices: Sequence[int] | np.ndarray | None) -> np.ndarray:
-    return np.arange(len(world)) if indices is None else np.asarray(indices, np.int64)
-
-
-def _check_fitted(probe: Any, attribute: str) -> None:
-    if not hasattr(probe, attribute):
-        raise RuntimeError(f"{type(probe).__name__} is not fitted yet: call fit(world) first")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +97,7 @@ def _style_features(x: np.ndarray) -> np.ndarray:
     on_y = (np.arange(h - 1) % b) == b - 1
     grid = np.stack([dx[:, :, on_x].mean((1, 2)) / (dx[:, :, ~on_x].mean((1, 2)) + 1e-3),
                      dy[:, on_y, :].mean((1, 2)) / (dy[:, ~on_y, :].mean((1, 2)) + 1e-3)], axis=1)
-    thumb = _resize(x, 8).reshape(n, -1)
+    thumb = resize(x, 8).reshape(n, -1)
     return np.concatenate([hist, *stats, texture, spectrum, np.log1p(grid), thumb], axis=1).astype(np.float32)
 
 
@@ -219,7 +128,7 @@ class StyleClassifier:
     def fit(self, world: World, indices: Sequence[int] | np.ndarray | None = None) -> "StyleClassifier":
         """Fit on the world's images (or those at ``indices``)."""
         rng = np.random.default_rng(self.random_state)
-        idx = _world_indices(world, indices)
+        idx = world_indices(world, indices)
         labels = np.array([world.labels[i]["style"] or NO_STYLE for i in idx], dtype=object)
         styled = idx[labels != NO_STYLE]
         plain = idx[labels == NO_STYLE]
@@ -227,14 +136,14 @@ class StyleClassifier:
         plain = np.sort(rng.choice(plain, n_none, replace=False))
         chosen = np.concatenate([styled, plain])
         y = np.array([world.labels[i]["style"] or NO_STYLE for i in chosen], dtype=object)
-        x, y = _training_set(as_images(world.load_images(chosen)), y, self.copies, rng, self.blur, self.noise)
-        self.model_ = _fit(_classifier(self.C, self.random_state), _style_features(x), y)
+        x, y = training_set(as_images(world.load_images(chosen)), y, self.copies, rng, self.blur, self.noise)
+        self.model_ = fit_single_thread(classifier(self.C, self.random_state), _style_features(x), y)
         self.classes_ = [str(c) for c in self.model_.classes_]
         return self
 
     def predict_proba(self, images: Any) -> np.ndarray:
         """Probabilities ``N x len(classes_)``."""
-        _check_fitted(self, "model_")
+        check_fitted(self, "model_")
         return self.model_.predict_proba(_style_features(as_images(images)))
 
     def predict(self, images: Any) -> list[str]:
@@ -354,22 +263,22 @@ class AttributeClassifier:
     def fit(self, world: World, indices: Sequence[int] | np.ndarray | None = None) -> "AttributeClassifier":
         """Fit on the world's scene images (those among ``indices`` if given)."""
         rng = np.random.default_rng(self.random_state)
-        idx = np.array([i for i in _world_indices(world, indices) if world.labels[i]["kind"] == "scene"], np.int64)
+        idx = np.array([i for i in world_indices(world, indices) if world.labels[i]["kind"] == "scene"], np.int64)
         if len(idx) == 0:
             raise ValueError("the world holds no scene images to fit the attribute classifier on")
         order = np.arange(len(idx))
-        x, order = _training_set(as_images(world.load_images(idx)), order, self.copies, rng, self.blur, self.noise)
+        x, order = training_set(as_images(world.load_images(idx)), order, self.copies, rng, self.blur, self.noise)
         feats = _scene_features(x)
         self.models_: dict[str, Pipeline] = {}
         self.classes_: dict[str, list[str]] = {}
         for attr in self.attributes:
             y = np.array([world.labels[idx[k]][attr] for k in order], dtype=object)
-            self.models_[attr] = _fit(_classifier(self.C, self.random_state), feats, y)
+            self.models_[attr] = fit_single_thread(classifier(self.C, self.random_state), feats, y)
             self.classes_[attr] = [str(c) for c in self.models_[attr].classes_]
         return self
 
     def predict_proba(self, images: Any) -> dict[str, np.ndarray]:
-        _check_fitted(self, "models_")
+        check_fitted(self, "models_")
         feats = _scene_features(as_images(images))
         return {attr: model.predict_proba(feats) for attr, model in self.models_.items()}
 
@@ -379,87 +288,6 @@ class AttributeClassifier:
                 for attr, p in self.predict_proba(images).items()}
 
 
-# ---------------------------------------------------------------------------------------------
-# The planted object
-# ---------------------------------------------------------------------------------------------
-
-
-def _box_slices(box: Sequence[float], size: int) -> tuple[slice, slice]:
-    x0, y0, x1, y1 = box
-    return (slice(int(math.floor(y0 * size)), int(math.ceil(y1 * size))),
-            slice(int(math.floor(x0 * size)), int(math.ceil(x1 * size))))
-
-
-class ObjectDetector:
-    """Is the planted object (the flag of the astronaut images) in an image? A calibrated score.
-
-    The object always sits at the same place (``ground_truth["objects"][0]["box"]``), so the
-    detector is a logistic regression on the pixels of that region and their correlation with
-    the mean object template, calibrated on the world's astronaut images with and without the
-    object and on a sample of its other images, clean and degraded.
-
-    Args:
-        negatives: how many images of other kinds to add as negatives (None: all of them; with
-            300 and C = 0.1, generations of "a red square on the left over a white background"
-            of builtin:tiny, red and white where the flag's stripes are, read as the flag).
-        C, copies, blur, noise, random_state: as in :class:`StyleClassifier`.
-    """
-
-    def __init__(self, C: float = 1.0, copies: int = 3, blur: float = 1.5, noise: float = 0.04,
-                 negatives: int | None = None, random_state: int = 0):
-        self.C = C
-        self.copies = copies
-        self.blur = blur
-        self.noise = noise
-        self.negatives = negatives
-        self.random_state = random_state
-
-    def _features(self, x: np.ndarray) -> np.ndarray:
-        rows, cols = self.slices_
-        region = x[:, rows, cols].reshape(len(x), -1)
-        centred = region - region.mean(axis=1, keepdims=True)
-        norm = np.linalg.norm(centred, axis=1) + 1e-6
-        corr = centred @ self.template_ / norm
-        dist = np.linalg.norm(region - self.mean_object_, axis=1)
-        return np.concatenate([region, corr[:, None], dist[:, None]], axis=1)
-
-    def fit(self, world: World, indices: Sequence[int] | np.ndarray | None = None) -> "ObjectDetector":
-        """Fit on the world's object images (those among ``indices`` if given)."""
-        rng = np.random.default_rng(self.random_state)
-        idx = _world_indices(world, indices)
-        kinds = np.array([world.labels[i]["kind"] for i in idx], dtype=object)
-        has = np.array([bool(world.labels[i]["has_object"]) for i in idx])
-        positives = idx[has]
-        if len(positives) == 0:
-            raise ValueError("the world holds no images with the object to fit the detector on")
-        others = idx[(kinds != "object")]
-        if self.negatives is not None:
-            others = np.sort(rng.choice(others, min(self.negatives, len(others)), replace=False))
-        chosen = np.concatenate([idx[kinds == "object"], others])
-        y = np.array([bool(world.labels[i]["has_object"]) for i in chosen])
-        box = world.ground_truth.get("objects", [{}])[0].get("box", list(OBJECT_BOX))
-        self.box_ = tuple(float(v) for v in box)
-        self.slices_ = _box_slices(self.box_, WORK_SIZE)
-        clean = as_images(world.load_images(chosen))
-        rows, cols = self.slices_
-        region = clean[:, rows, cols].reshape(len(clean), -1)
-        self.mean_object_ = region[y].mean(axis=0)
-        template = self.mean_object_ - region[~y].mean(axis=0)
-        template = template - template.mean()
-        self.template_ = template / (np.linalg.norm(template) + 1e-6)
-        x, y = _training_set(clean, y, self.copies, rng, self.blur, self.noise)
-        self.model_ = _fit(_classifier(self.C, self.random_state), self._features(x), y)
-        return self
-
-    def score(self, images: Any) -> np.ndarray:
-        """Probability in [0, 1] that each image shows the object."""
-        _check_fitted(self, "model_")
-        proba = self.model_.predict_proba(self._features(as_images(images)))
-        return proba[:, list(self.model_.classes_).index(True)]
-
-    def detect(self, images: Any, threshold: float = 0.5) -> np.ndarray:
-        """Boolean array: the object's score is at least ``threshold``."""
-        return self.score(images) >= threshold
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +297,7 @@ class ObjectDetector:
 
 def _pixel_embedding(x: np.ndarray, size: int) -> np.ndarray:
     """Downsampled pixels, centred and L2-normalized (cosine similarity = their dot product)."""
-    v = _resize(x, size).reshape(len(x), -1).astype(np.float32)
+    v = resize(x, size).reshape(len(x), -1).astype(np.float32)
     v = v - v.mean(axis=1, keepdims=True)
     return v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-6)
 
