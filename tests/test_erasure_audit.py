@@ -107,6 +107,39 @@ def test_fid_without_its_dependency_or_weights_exits_3(run_cli, world_dir, erase
     assert not (tmp_path / "o").exists()
 
 
+def test_probe_cache_holds_arrays_and_json_and_refits_a_broken_entry(world_dir, tmp_path, monkeypatch):
+    import numpy as np
+
+    from sdguard.audit.erasure import WorldProbes
+    from sdguard.data import load_world
+    from sdguard.data.world.probes import StyleClassifier
+
+    monkeypatch.setenv("SDGUARD_CACHE", str(tmp_path))
+    fits = []
+    fit = StyleClassifier.fit
+    monkeypatch.setattr(StyleClassifier, "fit", lambda self, *a, **k: fits.append(1) or fit(self, *a, **k))
+    world = load_world(world_dir)
+    images = world.load_images(range(8))
+    fitted = WorldProbes(world, fit_images=100).style()
+    folder = tmp_path / "probes"
+    tensors, record = sorted(folder.glob("style-*.safetensors")), sorted(folder.glob("style-*.json"))
+    assert len(fits) == 1 and len(tensors) == len(record) == 1 and not list(folder.glob("*.pkl"))
+    assert json.loads(record[0].read_text())["key"]["probe"] == "StyleClassifier"
+    loaded = WorldProbes(world, fit_images=100).style()  # read back, not refitted
+    assert len(fits) == 1 and loaded is not fitted and loaded.classes_ == fitted.classes_
+    assert np.array_equal(loaded.predict_proba(images), fitted.predict_proba(images))
+    good = record[0].read_text()
+    # corrupt tensors, another probe's entry, a record that is not JSON: each refitted without an error
+    for broken in (lambda: tensors[0].write_bytes(b"not safetensors"),
+                   lambda: record[0].write_text(good.replace('"StyleClassifier"', '"AttributeClassifier"', 1)),
+                   lambda: record[0].write_bytes(b"\x80\x04garbage")):
+        broken()
+        n = len(fits)
+        refitted = WorldProbes(world, fit_images=100).style()
+        assert len(fits) == n + 1 and refitted.classes_ == fitted.classes_
+    assert WorldProbes(world, fit_images=100).style() and len(fits) == 4  # the refit was cached again
+
+
 def test_fid_errors_name_the_extra(monkeypatch):
     import sys
 

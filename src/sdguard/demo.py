@@ -20,6 +20,8 @@ from .report import Report
 class DemoConfig(OutputConfig):
     """The main job on the embedded default (builtin model and synthetic world), on a CPU."""
 
+    python_positional = ("out",)
+
     out: str = option("demo-out", help="output folder")
     n: int = option(32, flag="--n", ge=1, le=100_000, help="generations per prompt")
     top_clusters: int = option(3, ge=1, le=100, help="keyword clusters whose prompt suites are audited")
@@ -32,8 +34,6 @@ def demo(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     from .audit.generation_replication import audit_generations
     from .data.world import WORLD_DEFAULTS, make_world
 
-    if args and not isinstance(args[0], DemoConfig):
-        values, args = {"out": args[0], **values}, args[1:]
     cfg = build(DemoConfig, args, values)
     n, top_clusters = cfg.n, cfg.top_clusters
     model = "builtin:tiny" if tiny_available() else "builtin:tiny-random"

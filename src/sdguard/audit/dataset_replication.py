@@ -25,15 +25,16 @@ Outputs in ``out``: ``report.json``, ``report.html`` and ``clusters.parquet`` (`
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from pydantic import field_validator
 
-from ..core.config import OutputConfig, RunConfig, build, option
+from ..core.config import OutputConfig, build, option
 from ..data.captions import MAX_TOKENS, KeywordFilter, drop_long, frequent_words
-from ..data.datasets import FORMATS, SkipCounter, open_dataset
+from ..data.datasets import FORMATS, Entries, SkipCounter, open_dataset
 from ..core.errors import require
 from ..core.io import atomic_write_bytes
 from ..report import Report, make_grid, png_bytes
@@ -44,6 +45,8 @@ TOP_CLUSTERS = 30
 
 class DataAuditConfig(OutputConfig):
     """Dataset replication audit: keyword filter, near-duplicate clusters, frequent words, co-occurrence."""
+
+    python_positional = ("dataset", "keywords")
 
     dataset: str = option(positional=True, help="imagefolder (metadata.jsonl), webdataset .tar shard(s), parquet "
                           "with image bytes, or a CSV/parquet of captions with image paths")
@@ -93,6 +96,69 @@ class DataAuditConfig(OutputConfig):
         return fmt
 
 
+@dataclass
+class ClusterRow:
+    """One near-duplicate cluster as the report lists it (an entry of ``results.clusters``)."""
+
+    rank: int | None  # 1 = the largest ranked cluster; None for the catch-all
+    cluster_id: int
+    size: int
+    share: float  # of the embedded images
+    top_words: list[dict]
+    examples: list[str]
+    members: np.ndarray = field(repr=False)  # its entries (indices into the kept entries, in entry order)
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "cluster_id": self.cluster_id, "size": self.size, "share": self.share,
+                "top_words": self.top_words, "examples": self.examples}
+
+
+@dataclass
+class DataAuditResult:
+    """What one ``sdguard audit data`` run found; :meth:`to_dict` is ``results`` of ``report.json``.
+
+    ``entries``, ``labels`` and ``status`` (per kept entry) make ``clusters.parquet``; with
+    ``clustering`` (threshold, nearest-neighbour similarities) and the clusters' ``members`` they
+    are what the report draws from.
+    """
+
+    dataset: dict
+    selection: dict  # results.filter
+    embedder: dict
+    skipped: SkipCounter
+    cache: str | None
+    entries: Entries
+    status: np.ndarray  # embedding status per kept entry (0: embedded)
+    labels: np.ndarray  # cluster id per kept entry, -1 for none (and for images not embedded)
+    clustering: Clustering
+    clusters: list[ClusterRow]  # the ranked clusters described (at most top_clusters)
+    catch_all: ClusterRow | None
+    cooccurrence: dict
+
+    @property
+    def embedded(self) -> int:
+        return int((self.status == 0).sum())
+
+    @property
+    def clustered_entries(self) -> int:
+        return int((self.labels >= 0).sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.clustering
+        return {
+            "dataset": self.dataset, "filter": self.selection, "embedder": self.embedder,
+            "images": {"embedded": self.embedded, **self.skipped.to_dict(), "cache": self.cache},
+            "threshold": c.threshold.to_dict(),
+            "clustering": {"method": c.method, "pairs_found": c.pairs_found, "clusters": c.n_clusters,
+                           "clustered_entries": self.clustered_entries,
+                           "singletons": self.embedded - self.clustered_entries, "index": c.info,
+                           "timings": c.timings},
+            "clusters": [r.to_dict() for r in self.clusters],
+            "catch_all": self.catch_all.to_dict() if self.catch_all is not None else None,
+            "cooccurrence": self.cooccurrence,
+        }
+
+
 def audit_data(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     """Audit a dataset for replicated images behind keywords (Somepalli et al. 2023).
 
@@ -105,52 +171,88 @@ def audit_data(*args: Any, progress: bool | None = None, **values: Any) -> Repor
     co-occurrence share. Writes ``report.json``, ``report.html`` and ``clusters.parquet`` into
     ``out``; returns the :class:`~sdguard.report.Report`.
     """
-    from ..embed import STATUS_NAMES, EmbeddingCache, create_embedder, embed_dataset
+    from ..embed import STATUS_NAMES, create_embedder
     from ..core.io import output_dir
 
-    if len(args) == 2 and not isinstance(args[0], RunConfig):  # audit_data(dataset, keywords)
-        args, values = args[:1], {"keywords": args[1], **values}
     cfg = build(DataAuditConfig, args, values)
     pa = require("pyarrow", "scale", "writing clusters.parquet")
     pq = require("pyarrow.parquet", "scale", "writing clusters.parquet")
     require("faiss", "scale", "near-duplicate clustering")
     report = Report("audit data", cfg)
-    where = KeywordFilter(tuple(cfg.keywords), cfg.any)
     with report.timer("open"):
         ds = open_dataset(cfg.dataset, cfg.format)
     emb = create_embedder(cfg.embedder, **cfg.embedder_options)
     with output_dir(cfg.out, overwrite=cfg.overwrite) as stage:
-        # 1. captions
-        with report.timer("filter"):
-            matched = ds.entries(where)
-            fits = drop_long(matched.texts, cfg.max_tokens, cfg.tokenizer) if cfg.max_tokens else [True] * len(matched)
-            entries = matched.take([i for i, ok in enumerate(fits) if ok])
-        filt = {"keywords": cfg.keywords, "mode": where.mode, "description": where.describe(), "dataset_entries": len(ds),
-                "matched": len(matched), "dropped_long": len(matched) - len(entries), "kept": len(entries),
-                "max_tokens": cfg.max_tokens, "token_count": "tokenizer" if cfg.tokenizer else "estimate"}
-        report.results = {"dataset": ds.describe(), "filter": filt, "embedder": emb.config()}
-        # 2. embeddings
-        skipped = SkipCounter()
-        store = EmbeddingCache.for_dataset(ds, emb, cfg.cache_dir) if cfg.cache and len(entries) else None
-        with report.timer("embed"):
-            vectors, status = embed_dataset(ds, entries, emb, cache=store, max_side=cfg.max_side, skipped=skipped,
-                                            progress=progress)
-        ok = status == 0
-        report.results["images"] = {"embedded": int(ok.sum()), **skipped.to_dict(),
-                                    "cache": str(store.folder) if store is not None else None}
-        # 3. clusters
-        with report.timer("cluster"):
-            clustering = cluster_embeddings(vectors if ok.all() else vectors[ok], cfg.threshold,
-                                            default_threshold=emb.default_threshold, method=cfg.method,
-                                            min_size=cfg.min_cluster_size, threads=cfg.threads, seed=cfg.seed)
-        labels = np.full(len(entries), -1, np.int64)
-        labels[ok] = clustering.labels
-        _write_clusters(stage / "clusters.parquet", entries, labels, status, STATUS_NAMES, pa, pq)
+        result = compute_data_audit(cfg, ds, emb, report, progress=progress)
+        _write_clusters(stage / "clusters.parquet", result.entries, result.labels, result.status, STATUS_NAMES, pa, pq)
         report.artifacts = ["clusters.parquet"]
-        # 4. + 5. description, co-occurrence, report
-        _describe(report, cfg, ds, entries, labels, ok, clustering, where, skipped)
+        report.results = result.to_dict()
+        render_data_audit(report, result, cfg, ds)
         report.write(stage)
     return report
+
+
+def compute_data_audit(cfg: DataAuditConfig, ds, emb, report: Report, *,
+                       progress: bool | None = None) -> DataAuditResult:
+    """Steps 1-5 of the module docstring on the opened dataset ``ds`` with the embedder ``emb``,
+    timing each phase into ``report`` (its only use of it)."""
+    from ..embed import EmbeddingCache, embed_dataset
+
+    where = KeywordFilter(tuple(cfg.keywords), cfg.any)
+    # 1. captions
+    with report.timer("filter"):
+        matched = ds.entries(where)
+        fits = drop_long(matched.texts, cfg.max_tokens, cfg.tokenizer) if cfg.max_tokens else [True] * len(matched)
+        entries = matched.take([i for i, ok in enumerate(fits) if ok])
+    selection = {"keywords": cfg.keywords, "mode": where.mode, "description": where.describe(),
+                 "dataset_entries": len(ds), "matched": len(matched), "dropped_long": len(matched) - len(entries),
+                 "kept": len(entries), "max_tokens": cfg.max_tokens,
+                 "token_count": "tokenizer" if cfg.tokenizer else "estimate"}
+    # 2. embeddings
+    skipped = SkipCounter()
+    store = EmbeddingCache.for_dataset(ds, emb, cfg.cache_dir) if cfg.cache and len(entries) else None
+    with report.timer("embed"):
+        vectors, status = embed_dataset(ds, entries, emb, cache=store, max_side=cfg.max_side, skipped=skipped,
+                                        progress=progress)
+    ok = status == 0
+    # 3. clusters
+    with report.timer("cluster"):
+        clustering = cluster_embeddings(vectors if ok.all() else vectors[ok], cfg.threshold,
+                                        default_threshold=emb.default_threshold, method=cfg.method,
+                                        min_size=cfg.min_cluster_size, threads=cfg.threads, seed=cfg.seed)
+    labels = np.full(len(entries), -1, np.int64)
+    labels[ok] = clustering.labels
+    # 4. description, 5. co-occurrence
+    rows, catch_all = describe_clusters(entries, labels, clustering.n_clusters, embedded=int(ok.sum()),
+                                        top=cfg.top_clusters, top_words=cfg.top_words,
+                                        set_aside_largest=cfg.set_aside_largest)
+    co = cooccurrence(labels[ok], exclude=[catch_all.cluster_id] if catch_all is not None else [], top=TOP_CLUSTERS)
+    co["keywords"] = cfg.keywords
+    co["mode"] = where.mode
+    return DataAuditResult(ds.describe(), selection, emb.config(), skipped,
+                           str(store.folder) if store is not None else None, entries, status, labels, clustering,
+                           rows, catch_all, co)
+
+
+def describe_clusters(entries: Entries, labels: np.ndarray, n_clusters: int, *, embedded: int, top: int,
+                      top_words: int, set_aside_largest: bool = False) -> tuple[list[ClusterRow], ClusterRow | None]:
+    """The ``top`` largest clusters (ids ``0 .. n_clusters - 1``, largest first) of ``entries``
+    with their sizes, shares of the ``embedded`` images and most frequent caption words; with
+    ``set_aside_largest``, the largest is returned apart, as the catch-all."""
+    # members of every cluster in one sort (cluster k: order[starts[k]:starts[k + 1]], in entry order)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(n_clusters + 1))
+
+    def row(k: int, rank: int | None) -> ClusterRow:
+        idx = order[starts[k] : starts[k + 1]]
+        return ClusterRow(rank, k, int(len(idx)), len(idx) / max(1, embedded),
+                          frequent_words((entries.texts[i] for i in idx), top_words),
+                          [entries.file_names[i] for i in idx[:5]], idx)
+
+    catch_all = 0 if (set_aside_largest and n_clusters) else None
+    ranked = [k for k in range(n_clusters) if k != catch_all]
+    return ([row(k, r + 1) for r, k in enumerate(ranked[:top])],
+            row(catch_all, None) if catch_all is not None else None)
 
 
 def _write_clusters(path: Path, entries, labels: np.ndarray, status: np.ndarray, names, pa, pq) -> None:
@@ -234,50 +336,27 @@ def _thumbs(ds, rows: Sequence[int], max_side: int = 96) -> list[np.ndarray]:
     return out
 
 
-def _describe(report: Report, cfg: DataAuditConfig, ds, entries, labels: np.ndarray, ok: np.ndarray,
-              clustering: Clustering, where: KeywordFilter, skipped: SkipCounter) -> None:
-    from ..report.plots import bar_plot, histogram  # matplotlib loads only when a report is drawn
+def render_data_audit(report: Report, result: DataAuditResult, cfg: DataAuditConfig, ds) -> None:
+    """The summary and sections of ``report.html`` from ``result``; ``ds`` gives the clusters' images."""
+    report.summary = data_summary(result, cfg)
+    _selection_sections(report, result, cfg)
+    if not result.embedded:
+        return
+    _similarity_sections(report, result, cfg)
+    _cluster_grids(report, result, cfg, ds)
 
-    res = report.results
-    filt, n_ok = res["filter"], int(ok.sum())
-    texts = entries.texts
-    n_clusters = clustering.n_clusters
-    catch_all = 0 if (cfg.set_aside_largest and n_clusters) else None
-    ranked = [k for k in range(n_clusters) if k != catch_all]
-    res["threshold"] = clustering.threshold.to_dict()
-    res["clustering"] = {"method": clustering.method, "pairs_found": clustering.pairs_found, "clusters": n_clusters,
-                         "clustered_entries": int((labels >= 0).sum()), "singletons": int(n_ok - (labels >= 0).sum()),
-                         "index": clustering.info, "timings": clustering.timings}
-    # members of every cluster in one sort (cluster k: order[starts[k]:starts[k + 1]], in entry order)
-    order = np.argsort(labels, kind="stable")
-    starts = np.searchsorted(labels[order], np.arange(n_clusters + 1))
 
-    def members(k: int) -> np.ndarray:
-        return order[starts[k] : starts[k + 1]]
-
-    def cluster_row(k: int, rank: int | None) -> dict:
-        idx = members(k)
-        return {"rank": rank, "cluster_id": k, "size": int(len(idx)), "share": len(idx) / max(1, n_ok),
-                "top_words": frequent_words((texts[i] for i in idx), cfg.top_words),
-                "examples": [entries.file_names[i] for i in idx[:5]]}
-
-    res["clusters"] = [cluster_row(k, r + 1) for r, k in enumerate(ranked[: cfg.top_clusters])]
-    res["catch_all"] = cluster_row(catch_all, None) if catch_all is not None else None
-    labels_ok = labels[ok]
-    co = cooccurrence(labels_ok, exclude=[catch_all] if catch_all is not None else [], top=TOP_CLUSTERS)
-    co["keywords"] = cfg.keywords
-    co["mode"] = where.mode
-    res["cooccurrence"] = co
-
-    # ---- summary
-    what = where.describe()
+def data_summary(result: DataAuditResult, cfg: DataAuditConfig) -> list[str]:
+    """The summary lines of a data audit."""
+    filt, skipped, n_ok = result.selection, result.skipped, result.embedded
+    what = filt["description"]
     summary = []
     dropped = (f"{filt['dropped_long']} dropped as longer than {cfg.max_tokens} tokens" if cfg.max_tokens
                else "no caption length limit")
     if filt["matched"] == 0:
-        what_none = f"matches {what}" if where.keywords else "is there"
+        what_none = f"matches {what}" if filt["keywords"] else "is there"
         summary.append(f"no caption of the {filt['dataset_entries']} entries {what_none}; nothing to cluster")
-    elif not where.keywords:
+    elif not filt["keywords"]:
         summary.append(f"all {filt['matched']} entries (no keyword filter); {dropped}")
     else:
         summary.append(f"{filt['matched']} of {filt['dataset_entries']} entries match {what}; {dropped}")
@@ -286,31 +365,38 @@ def _describe(report: Report, cfg: DataAuditConfig, ds, entries, labels: np.ndar
     if skipped.total:
         summary.append(f"{skipped.total} image(s) skipped: {skipped.missing} missing, {skipped.unreadable} unreadable")
     if n_ok:
-        th = clustering.threshold
+        th, co = result.clustering.threshold, result.cooccurrence
         summary.append(f"{n_ok} images embedded with {cfg.embedder}; threshold {th.value:.4g} ({th.source})")
-        summary.append(f"{n_clusters} near-duplicate cluster(s) hold {res['clustering']['clustered_entries']} "
+        summary.append(f"{result.clustering.n_clusters} near-duplicate cluster(s) hold {result.clustered_entries} "
                        f"of {n_ok} images")
-        if res["catch_all"]:
-            summary.append(f"catch-all cluster set aside: {res['catch_all']['size']} images")
-        if res["clusters"]:
-            top = res["clusters"][0]
-            words = ", ".join(w["word"] for w in top["top_words"][:5])
-            summary.append(f"largest cluster: {top['size']} images ({100 * top['share']:.1f}%), words: {words}")
+        if result.catch_all is not None:
+            summary.append(f"catch-all cluster set aside: {result.catch_all.size} images")
+        if result.clusters:
+            top = result.clusters[0]
+            words = ", ".join(w["word"] for w in top.top_words[:5])
+            summary.append(f"largest cluster: {top.size} images ({100 * top.share:.1f}%), words: {words}")
         summary.append(f"co-occurrence: the dominant cluster holds {100 * co['dominant_share']:.1f}% of the "
                        f"{co['entries']} entries")
-    report.summary = summary
+    return summary
 
-    # ---- sections
-    report.section("Selection", f"Entries whose caption matches {what} (whole words, case-insensitive); captions "
-                   f"longer than {cfg.max_tokens} tokens dropped ({filt['token_count']}).",
+
+def _selection_sections(report: Report, result: DataAuditResult, cfg: DataAuditConfig) -> None:
+    filt, skipped = result.selection, result.skipped
+    report.section("Selection", f"Entries whose caption matches {filt['description']} (whole words, "
+                   f"case-insensitive); captions longer than {cfg.max_tokens} tokens dropped ({filt['token_count']}).",
                    table=[{k: filt[k] for k in ("description", "dataset_entries", "matched", "dropped_long", "kept")}
-                          | {"embedded": n_ok, "missing": skipped.missing, "unreadable": skipped.unreadable}])
+                          | {"embedded": result.embedded, "missing": skipped.missing,
+                             "unreadable": skipped.unreadable}])
     if skipped.examples:
         report.section("Skipped images", "Images that could not be read (first examples).", table=skipped.examples)
-    if not n_ok:
-        return
-    th = clustering.threshold
-    nn = clustering.nn_similarity
+
+
+def _similarity_sections(report: Report, result: DataAuditResult, cfg: DataAuditConfig) -> None:
+    """Similarity histogram, co-occurrence and the table of clusters."""
+    from ..report.plots import bar_plot, histogram  # matplotlib loads only when a report is drawn
+
+    what, co, clustering = result.selection["description"], result.cooccurrence, result.clustering
+    th, nn = clustering.threshold, clustering.nn_similarity
     figs = []
     if len(nn):
         figs.append((histogram(np.clip(nn, -1, 1), bins=60, title="nearest-neighbour similarity",
@@ -330,21 +416,23 @@ def _describe(report: Report, cfg: DataAuditConfig, ds, entries, labels: np.ndar
                            "dominant size": co["dominant_size"], "dominant share": round(co["dominant_share"], 4),
                            "clusters": co["clusters"], "in clusters": co["in_clusters"]}],
                    figures=size_figs)
-    rows = [{"rank": c["rank"], "cluster": c["cluster_id"], "size": c["size"], "share": round(c["share"], 4),
-             "top words": ", ".join(f"{w['word']} ({w['count']})" for w in c["top_words"])} for c in res["clusters"]]
+    rows = [{"rank": c.rank, "cluster": c.cluster_id, "size": c.size, "share": round(c.share, 4),
+             "top words": ", ".join(f"{w['word']} ({w['count']})" for w in c.top_words)} for c in result.clusters]
     report.section("Clusters", "Near-duplicate clusters ranked by size, with their most frequent caption words "
                    "(stop words removed).", table=rows)
-    shown = ([res["catch_all"]] if res["catch_all"] else []) + res["clusters"][: cfg.grid_clusters]
+
+
+def _cluster_grids(report: Report, result: DataAuditResult, cfg: DataAuditConfig, ds) -> None:
+    shown = ([result.catch_all] if result.catch_all is not None else []) + result.clusters[: cfg.grid_clusters]
     for c in shown:
-        idx = members(c["cluster_id"])
-        thumbs = _thumbs(ds, entries.rows[idx[: cfg.grid_images]])
+        thumbs = _thumbs(ds, result.entries.rows[c.members[: cfg.grid_images]])
         if not thumbs:
             continue
-        title = "Catch-all cluster" if c["rank"] is None else f"Cluster #{c['rank']}"
-        words = ", ".join(w["word"] for w in c["top_words"][:6])
-        report.section(f"{title}: {c['size']} images", f"Most frequent words: {words}",
-                       figures=[(png_bytes(make_grid(thumbs, columns=8)),
-                                 f"{len(thumbs)} of {c['size']} images")])
+        title = "Catch-all cluster" if c.rank is None else f"Cluster #{c.rank}"
+        words = ", ".join(w["word"] for w in c.top_words[:6])
+        report.section(f"{title}: {c.size} images", f"Most frequent words: {words}",
+                       figures=[(png_bytes(make_grid(thumbs, columns=8)), f"{len(thumbs)} of {c.size} images")])
 
 
-__all__ = ["audit_data", "DataAuditConfig", "cooccurrence", "score_groups"]
+__all__ = ["audit_data", "DataAuditConfig", "DataAuditResult", "ClusterRow", "compute_data_audit", "describe_clusters",
+           "render_data_audit", "data_summary", "cooccurrence", "score_groups"]

@@ -25,6 +25,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from ..core.errors import InputError
+from ..core.images import resize_batch
 
 CLIQUE_FLAG = 10
 DEFAULT_DELTA = 0.15
@@ -37,10 +39,7 @@ def tiled_l2(images: np.ndarray, grid: int = 4, size: int = 64) -> np.ndarray:
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     n, h, w = x.shape[:3]
     if min(h, w) > size:  # compare at most size x size pixels (area downsampling)
-        from PIL import Image
-
-        x = np.stack([np.asarray(Image.fromarray((im * 255).round().astype(np.uint8)).resize((size, size), Image.BOX),
-                                 np.float32) / 255.0 for im in x])
+        x = resize_batch((x * 255).round().astype(np.uint8), size).astype(np.float32) / 255.0
         h = w = size
     th, tw = h // grid, w // grid
     tiles = x[:, : th * grid, : tw * grid].reshape(n, grid, th, grid, tw, -1).transpose(0, 1, 3, 2, 4, 5)
@@ -129,7 +128,7 @@ def calibrate_delta(reference: list[np.ndarray], quantile: float = CALIBRATION_Q
     smallest of these, capped at ``cap``.
     """
     if not 0.0 < quantile < 0.5:
-        raise ValueError(f"quantile must be in (0, 0.5), got {quantile}")
+        raise InputError.bad("quantile", quantile, "must lie in (0, 0.5)")
     per_prompt, medians = [], []
     for images in reference:
         if len(images) < 2:
@@ -138,7 +137,9 @@ def calibrate_delta(reference: list[np.ndarray], quantile: float = CALIBRATION_Q
         per_prompt.append(float(np.quantile(d, quantile)))
         medians.append(float(np.median(d)))
     if not per_prompt:
-        raise ValueError("calibrate_delta needs at least one reference prompt with two or more generations")
+        raise InputError.bad("--n", min((len(r) for r in reference), default=0),
+                             "is too few generations per reference prompt to calibrate the clique distance (two or more "
+                             "are needed); raise --n, or give --clique-delta or --reference-prompts 0")
     q = min(per_prompt)
     return {"value": round(min(q, cap), 4), "source": "calibrated" if q < cap else "published (Carlini et al.)",
             "quantile": quantile, "cap": cap, "reference_prompts": len(per_prompt),

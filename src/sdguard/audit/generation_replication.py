@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +42,9 @@ from ..data.datasets import open_dataset
 from ..core.errors import InputError, require
 from ..core.io import atomic_write_bytes, atomic_write_text, output_dir
 from ..core.progress import progress_bar
-from ..report import Report, auto_scale, make_grid, png_bytes
-from .extraction import CLIQUE_FLAG, DEFAULT_DELTA, calibrate_delta, extraction_clique
+from ..report import Report, read_report
+from .generation_result import GenerationAuditResult, PromptResult, kind_means
+from .extraction import DEFAULT_DELTA, calibrate_delta, extraction_clique
 from .prompt_suites import KINDS, PromptSpec, cluster_suite, control_prompts, read_prompt_file, reference_prompts
 from .stats import fisher_greater, wilson_interval
 
@@ -52,6 +53,8 @@ THUMB = 64  # generations are kept at most THUMB x THUMB for cliques and grids
 
 class GenerationAuditConfig(ResumableConfig):
     """Generation replication audit: replication over many seeds per prompt kind, objects, cliques."""
+
+    python_positional = ("model", "dataset")
 
     model: str = option(positional=True, help="the model to audit (any model spec)")
     dataset: str = option(help="its training data (any dataset format)")
@@ -95,8 +98,10 @@ def _clusters_from_audit(audit_dir: str, entries) -> tuple[np.ndarray, dict[int,
     """Cluster labels per entry and top words per cluster from an ``audit data`` output folder."""
     folder = Path(audit_dir)
     pq = require("pyarrow.parquet", "scale", "reading clusters.parquet")
-    if not (folder / "clusters.parquet").is_file() or not (folder / "report.json").is_file():
-        raise InputError.bad("--clusters", audit_dir, "is not an `sdguard audit data` output (clusters.parquet and report.json expected)")
+    report = read_report(audit_dir, "audit data", "--clusters")
+    if not (folder / "clusters.parquet").is_file():
+        raise InputError.bad("--clusters", audit_dir, "holds no clusters.parquet (the output folder of "
+                             "`sdguard audit data` is expected)")
     table = pq.read_table(folder / "clusters.parquet", columns=["file_name", "cluster_id"]).to_pydict()
     index = {f: i for i, f in enumerate(entries.file_names)}
     labels = np.full(len(entries), -1, np.int64)
@@ -106,10 +111,9 @@ def _clusters_from_audit(audit_dir: str, entries) -> tuple[np.ndarray, dict[int,
             labels[index[f]] = c
         else:
             unknown += 1
-    report = json.loads((folder / "report.json").read_text())
-    words = {int(c["cluster_id"]): [w["word"] for w in c["top_words"]] for c in report["results"].get("clusters", [])}
+    words = {int(c["cluster_id"]): [w["word"] for w in c["top_words"]] for c in report.results.get("clusters", [])}
     return labels, words, {"source": str(folder), "unmatched_files": unknown,
-                           "threshold": report["results"].get("threshold", {}).get("value")}
+                           "threshold": report.results.get("threshold", {}).get("value")}
 
 
 def _clusters_here(vectors, ok, texts, emb, threshold, seed):
@@ -268,61 +272,94 @@ def audit_generations(*args: Any, progress: bool | None = None, **values: Any) -
     """
     from ..embed import create_embedder
     from ..models import DiffusionModel
+    from .generation_report import render_generation_audit
 
     cfg = build(GenerationAuditConfig, args, values)
     if cfg.object_keyword and not cfg.detector:
         raise InputError.bad("--detector", None, "is needed with --object-keyword (world or clip:MODEL)")
-    faiss = require("faiss", "scale", "searching the training set")
+    require("faiss", "scale", "searching the training set")
     report = Report("audit generations", cfg)
-    rng = np.random.default_rng(cfg.seed)
     with report.timer("open"):
         ds = open_dataset(cfg.dataset)
         emb = create_embedder(cfg.embedder)
         m = DiffusionModel.load(cfg.model, device=cfg.device)
     report.add_model("model", m)
     with output_dir(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume) as stage:
-        with report.timer("embed_training"):
-            entries, vectors, ok = _training_embeddings(ds, emb, progress)
-        with report.timer("clusters"):
-            if cfg.clusters:
-                labels, words, cinfo = _clusters_from_audit(cfg.clusters, entries)
-            else:  # also for a prompt file: its generations are judged at their nearest cluster's threshold
-                labels, words, cinfo = _clusters_here(vectors, ok, entries.texts, emb, cfg.threshold, cfg.seed)
-        max_tokens = int(m.tokenizer.model_max_length)
-        specs = _select_prompts(cfg, entries, labels, words, rng, fits=lambda p: m.token_count(p) <= max_tokens)
-        specs += _reference_specs(cfg, entries, labels, specs)
-        plan = {"config": cfg.run_key(), "prompts": [s.to_dict() for s in specs]}
-        plan_path = stage / "prompts.json"
-        if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
-            raise InputError.bad("--resume", cfg.out, "holds a run with other settings or prompts; start it anew with --overwrite")
-        atomic_write_text(plan_path, json.dumps(plan, indent=2))
-        with report.timer("generate"):
-            counters = _generate_all(m, specs, cfg, emb, stage, progress)
-        with report.timer("analyse"):
-            _analyse(report, cfg, m, ds, entries, vectors, ok, labels, cinfo, specs, stage, faiss)
-        report.results["generation"] = counters
-        report.results["images_per_second"] = round(counters["generated_now"] / max(report.timings["generate"], 1e-9), 3)
+        result = compute_generation_audit(cfg, m, ds, emb, stage, report, progress=progress)
+        report.results = result.to_dict()
+        render_generation_audit(report, result, cfg, ds)
         report.artifacts = ["prompts.json", "generations/"]
         report.write(stage)
     return report
 
 
-def _analyse(report, cfg, model, ds, entries, vectors, ok, labels, cinfo, specs, stage, faiss) -> None:
+def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: Path, report: Report, *,
+                             progress: bool | None = None) -> GenerationAuditResult:
+    """Steps 1-6 of the module docstring for ``model`` on the opened dataset ``ds`` with the
+    embedder ``emb``; the generations and ``prompts.json`` go to ``stage``, each phase is timed
+    into ``report`` (its only use of it)."""
+    with report.timer("embed_training"):
+        entries, vectors, ok = _training_embeddings(ds, emb, progress)
+    with report.timer("clusters"):
+        if cfg.clusters:
+            labels, words, cinfo = _clusters_from_audit(cfg.clusters, entries)
+        else:  # also for a prompt file: its generations are judged at their nearest cluster's threshold
+            labels, words, cinfo = _clusters_here(vectors, ok, entries.texts, emb, cfg.threshold, cfg.seed)
+    specs = _plan_prompts(cfg, model, entries, labels, words, stage)
+    with report.timer("generate"):
+        counters = _generate_all(model, specs, cfg, emb, stage, progress)
+    speed = round(counters["generated_now"] / max(report.timings["generate"], 1e-9), 3)
+    with report.timer("analyse"):
+        thresholds = _Thresholds(cfg.threshold, cinfo.get("threshold"), vectors, ok, labels)
+        delta = _clique_delta(cfg, specs, stage)
+        prompts = _judge_prompts(cfg, model, entries, vectors, ok, labels, specs, stage, thresholds, delta)
+        kinds = kind_means(prompts)
+        obj = _object_rates(cfg, ds, entries, specs, stage) if cfg.object_keyword else None
+    return GenerationAuditResult(delta, cinfo, thresholds.by_cluster, thresholds.global_value, prompts, kinds, obj,
+                                 counters, speed)
+
+
+def _plan_prompts(cfg, model, entries, labels, words, stage: Path) -> list[PromptSpec]:
+    """The audited and reference prompts, recorded in ``prompts.json`` (a resumed run must match it)."""
+    max_tokens = int(model.tokenizer.model_max_length)
+    specs = _select_prompts(cfg, entries, labels, words, np.random.default_rng(cfg.seed),
+                            fits=lambda p: model.token_count(p) <= max_tokens)
+    specs += _reference_specs(cfg, entries, labels, specs)
+    plan = {"config": cfg.run_key(), "prompts": [s.to_dict() for s in specs]}
+    plan_path = stage / "prompts.json"
+    if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
+        raise InputError.bad("--resume", cfg.out, "holds a run with other settings or prompts; start it anew with --overwrite")
+    atomic_write_text(plan_path, json.dumps(plan, indent=2))
+    return specs
+
+
+class _Thresholds:
+    """Replication thresholds: the given one, else calibrated per training cluster when first needed
+    (:func:`calibrate_threshold`); ``global_value`` outside clusters."""
+
+    def __init__(self, given: float | None, clustering: float | None, vectors: np.ndarray, ok: np.ndarray,
+                 labels: np.ndarray):
+        self.given, self.vectors, self.ok, self.labels = given, vectors, ok, labels
+        self.global_value = given if given is not None else (clustering or 0.9)
+        self.by_cluster: dict[int, dict] = {}
+
+    def __call__(self, c: int) -> float:
+        if c not in self.by_cluster:
+            self.by_cluster[c] = ({"value": self.given, "source": "given"} if self.given is not None
+                                  else calibrate_threshold(np.flatnonzero((self.labels == c) & self.ok), self.vectors,
+                                                           self.ok))
+        return self.by_cluster[c]["value"]
+
+
+def _judge_prompts(cfg, model, entries, vectors, ok, labels, specs, stage, thresholds: _Thresholds,
+                   delta: dict) -> list[PromptResult]:
+    """Replication, clique and caption similarity of every audited (not reference) prompt."""
+    faiss = require("faiss", "scale", "searching the training set")
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(np.where(ok[:, None], vectors, 0).astype(np.float32))
-    global_t = cfg.threshold if cfg.threshold is not None else (cinfo.get("threshold") or 0.9)
-    thresholds: dict[int, dict] = {}
-
-    def cluster_threshold(c: int) -> float:
-        if c not in thresholds:
-            thresholds[c] = ({"value": cfg.threshold, "source": "given"} if cfg.threshold is not None
-                             else calibrate_threshold(np.flatnonzero((labels == c) & ok), vectors, ok))
-        return thresholds[c]["value"]
     caption_feats = model.text_features(entries.texts) if len(entries) <= 200_000 else None
     prompt_feats = model.text_features([s.prompt for s in specs])
-    delta = _clique_delta(cfg, specs, stage)
-    report.results["clique"] = delta
-    rows, kept_images = [], {}
+    out = []
     for k, spec in enumerate(specs):
         if spec.kind == "reference":
             continue
@@ -331,7 +368,7 @@ def _analyse(report, cfg, model, ds, entries, vectors, ok, labels, cinfo, specs,
         sim_all, nn_all = sim_all[:, 0], nn_all[:, 0]
         if spec.cluster is not None:
             members = np.flatnonzero((labels == spec.cluster) & ok)
-            t = cluster_threshold(spec.cluster)
+            t = thresholds(spec.cluster)
             sims_c = e @ vectors[members].T
             best = sims_c.max(1)
             nearest = members[sims_c.argmax(1)]
@@ -340,37 +377,22 @@ def _analyse(report, cfg, model, ds, entries, vectors, ok, labels, cinfo, specs,
             # against the whole training set: each generation's nearest training image, at the
             # threshold of that image's cluster (calibrated), or the global one outside clusters
             best, nearest = sim_all, nn_all
-            t_each = np.array([cluster_threshold(int(c)) if c >= 0 else global_t for c in labels[nn_all]])
+            t_each = np.array([thresholds(int(c)) if c >= 0 else thresholds.global_value for c in labels[nn_all]])
             hits = best >= t_each
             t = float(np.median(t_each))
         lo, hi = wilson_interval(int(hits.sum()), len(hits))
         clique = extraction_clique(images, delta=delta["value"])
-        row = {"prompt": spec.prompt, "kind": spec.kind, "cluster": spec.cluster, "n": int(len(hits)),
-               "replication_rate": float(hits.mean()), "ci_low": lo, "ci_high": hi, "threshold": float(t),
-               "max_similarity": float(best.max()), "median_similarity": float(np.median(best)),
-               "clique_size": clique["clique_size"], "clique_exact": clique["exact"],
-               "extraction_flagged": clique["flagged"],
-               "nearest_in_cluster_share": float(np.mean(labels[nn_all] == spec.cluster)) if spec.cluster is not None else None}
+        row = PromptResult(spec.prompt, spec.kind, spec.cluster, int(len(hits)), float(hits.mean()), lo, hi, float(t),
+                           float(best.max()), float(np.median(best)), clique["clique_size"], clique["exact"],
+                           clique["flagged"],
+                           float(np.mean(labels[nn_all] == spec.cluster)) if spec.cluster is not None else None,
+                           index=k, images=images, nearest_rows=entries.rows[nearest], similarity=best)
         if caption_feats is not None:
             tsim = caption_feats @ prompt_feats[k]
             j = int(tsim.argmax())
-            row["caption_similarity"] = float(tsim[j])
-            row["nearest_caption"] = entries.texts[j]
-        rows.append(row)
-        kept_images[k] = (images, nearest, best)
-    report.results["clusters"] = {**cinfo, "thresholds": {str(c): v for c, v in thresholds.items()},
-                                  "global_threshold": float(global_t)}
-    report.results["prompts"] = rows
-    kinds = {}
-    for kind in list(KINDS) + ["object", "control", "user"]:
-        sel = [r for r in rows if r["kind"] == kind]
-        if sel:
-            kinds[kind] = {"prompts": len(sel), "mean_replication": float(np.mean([r["replication_rate"] for r in sel])),
-                           "flagged_by_clique": sum(r["extraction_flagged"] for r in sel)}
-    report.results["kinds"] = kinds
-    if cfg.object_keyword:
-        report.results["object"] = _object_rates(cfg, ds, entries, specs, stage)
-    _render(report, cfg, ds, entries, rows, kept_images)
+            row.caption_similarity, row.nearest_caption = float(tsim[j]), entries.texts[j]
+        out.append(row)
+    return out
 
 
 def _clique_delta(cfg, specs, stage) -> dict:
@@ -413,62 +435,5 @@ def _object_rates(cfg, ds, entries, specs, stage) -> dict:
             "fisher_p": fisher_greater(kw_hits, kw_n, ctl_hits, ctl_n) if kw_n and ctl_n else None}
 
 
-def _render(report, cfg, ds, entries, rows, kept_images) -> None:
-    from ..report.plots import bar_plot
-
-    labels = [f"{i}:{r['kind']}" for i, r in enumerate(rows)]
-    report.section("Replication per prompt",
-                   f"Share of {cfg.n} generations (seeds {cfg.seed}..{cfg.seed + cfg.n - 1}) whose {cfg.embedder} "
-                   "embedding reaches the replication threshold, with Wilson 95% intervals.",
-                   table=[{k: r.get(k) for k in ("prompt", "kind", "n", "replication_rate", "ci_low", "ci_high",
-                                                  "threshold", "clique_size", "caption_similarity")} for r in rows],
-                   figures=[(bar_plot(labels, [r["replication_rate"] for r in rows], title="replication rate per prompt",
-                                      ylabel="share of generations", errors=([r["ci_low"] for r in rows],
-                                                                             [r["ci_high"] for r in rows])),
-                             "replication rate per prompt (index:kind)")])
-    kinds = report.results["kinds"]
-    report.section("Replication per prompt kind", "Mean replication rate of the prompts of each kind "
-                   "(Somepalli et al. 2023's prompt kinds, object prompts and controls).",
-                   figures=[(bar_plot(list(kinds), [v["mean_replication"] for v in kinds.values()],
-                                      title="mean replication rate per prompt kind", ylabel="share"), "per kind")])
-    if "object" in report.results:
-        o = report.results["object"]
-        report.section(f"Object-level replication: '{o['object']}' behind '{o['keyword']}'",
-                       f"Fisher's exact test, keyword vs control prompts: p = {o['fisher_p']}",
-                       table=[{"where": "keyword prompts", "share": o["keyword_share"], "n": o["keyword_n"]},
-                              {"where": "control prompts", "share": o["control_share"], "n": o["control_n"]},
-                              {"where": "keyword's training images", "share": o["training_share"], "n": o["training_n"]}],
-                       figures=[(bar_plot(["keyword prompts", "control prompts", "training images"],
-                                          [o["keyword_share"], o["control_share"], o["training_share"]],
-                                          title=f"share of images showing '{o['object']}'", rotate=False), "object share")])
-    top = sorted(range(len(rows)), key=lambda i: -rows[i]["replication_rate"])[:4]
-    for i in top:
-        images, nearest, best = kept_images[i]
-        order = np.argsort(-best)[:8]
-        train = ds.load(entries.rows[nearest[order]], max_side=images.shape[1])
-        train = [t if t is not None else np.zeros_like(images[0]) for t in train]
-        train = [_fit(t, images.shape[1]) for t in train]
-        grid = make_grid(list(images[order]) + train, columns=len(order), scale=auto_scale(images.shape[1]))
-        report.section(f"Prompt {i}: {rows[i]['prompt']}",
-                       f"Top row: the generations most similar to a training image; bottom row: that training image "
-                       f"(replication rate {rows[i]['replication_rate']:.2f}, largest clique {rows[i]['clique_size']}).",
-                       figures=[(png_bytes(grid), "generations (top) and their nearest training images (bottom)")])
-    flagged = [r for r in rows if r["extraction_flagged"]]
-    report.summary = [
-        f"{len(rows)} prompts x {cfg.n} seeds on {cfg.model}",
-        *[f"{k}: mean replication {v['mean_replication']:.2f} over {v['prompts']} prompt(s)" for k, v in kinds.items()],
-        f"{len(flagged)} prompt(s) flagged by a clique of >= {CLIQUE_FLAG} near-identical generations "
-        f"(tiled l2 < {report.results['clique']['value']}, {report.results['clique']['source']})",
-    ]
-    if "object" in report.results:
-        o = report.results["object"]
-        report.summary.append(f"object '{o['object']}': {o['keyword_share']:.2f} of keyword generations vs "
-                              f"{o['control_share']:.2f} of controls (Fisher p = {o['fisher_p']:.2g})")
-
-
-def _fit(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BOX))
+__all__ = ["audit_generations", "GenerationAuditConfig", "GenerationAuditResult", "PromptResult",
+           "compute_generation_audit", "calibrate_threshold", "kind_means"]

@@ -22,7 +22,6 @@ generations calibrate the clique distance of the extraction test.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core.errors import InputError
+from ..data.captions import without_word, words
 
 KINDS = ("keywords", "short_related", "long_related", "unrelated_with_keywords", "long_without_keyword")
 
@@ -45,21 +45,13 @@ class PromptSpec:
         return asdict(self)
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def _without(text: str, word: str) -> str:
-    return " ".join(w for w in text.split() if w.lower().strip(",.") != word)
-
-
 def _reading_order(keywords: list[str], captions: Sequence[str]) -> list[str]:
     """Keywords in the order the captions use them ("van gogh starry night", not alphabetical):
     their order in the shortest caption holding the most of them, the others after."""
     if not captions:
         return keywords
-    best = min(captions, key=lambda c: (-len(set(keywords) & set(_words(c))), len(c.split()), c))
-    ws = _words(best)
+    best = min(captions, key=lambda c: (-len(set(keywords) & set(words(c))), len(c.split()), c))
+    ws = words(best)
     return sorted(keywords, key=lambda k: (ws.index(k) if k in ws else len(ws), keywords.index(k)))
 
 
@@ -82,7 +74,7 @@ def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str
         return []
     kw_set = set(keywords)
     by_len = sorted(set(captions), key=lambda c: (len(c.split()), c))
-    unrelated_pool = [c for c in outside if not kw_set & set(_words(c))]
+    unrelated_pool = [c for c in outside if not kw_set & set(words(c))]
     specs = [PromptSpec(" ".join(keywords), "keywords", cluster, keywords),
              PromptSpec(by_len[0], "short_related", cluster, keywords),
              PromptSpec(by_len[-1], "long_related", cluster, keywords)]
@@ -97,11 +89,11 @@ def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str
                 break
     specs += [PromptSpec(text, "unrelated_with_keywords", cluster, keywords) for text in chosen]
     # the main keywords: those in at least 90% of the cluster's captions (else the most frequent)
-    share = {k: np.mean([k in _words(c) for c in captions]) for k in keywords}
+    share = {k: np.mean([k in words(c) for c in captions]) for k in keywords}
     main = [k for k in keywords if share[k] >= 0.9] or [max(keywords, key=lambda k: share[k])]
     without = by_len[-1]
     for k in main:
-        without = _without(without, k)
+        without = without_word(without, k)
     if without.strip() and without != by_len[-1]:
         specs.append(PromptSpec(without, "long_without_keyword", cluster, keywords))
     return specs
@@ -110,7 +102,7 @@ def cluster_suite(cluster: int, captions: Sequence[str], top_words: Sequence[str
 def control_prompts(outside: Sequence[str], exclude_words: set[str], count: int, rng: np.random.Generator,
                     taken: Sequence[str] = (), kind: str = "control") -> list[PromptSpec]:
     """``count`` distinct captions sharing no word of ``exclude_words`` and not in ``taken``."""
-    pool = sorted({c for c in outside if not exclude_words & set(_words(c))} - set(taken))
+    pool = sorted({c for c in outside if not exclude_words & set(words(c))} - set(taken))
     if not pool or count <= 0:
         return []
     pick = rng.choice(len(pool), size=min(count, len(pool)), replace=False)

@@ -153,11 +153,12 @@ def add_command(app: typer.Typer, name: str, config: type[RunConfig], run: Calla
     def command(**given: Any) -> None:
         cfg = validate(config, **values_of(config, {k: v for k, v in given.items() if k not in extra_names | only}))
         extras = {k: v for k, v in given.items() if k in extra_names and v is not None}
-        return run(cfg, extras, {k: given[k] for k in only})
+        return command.handler(cfg, extras, {k: given[k] for k in only})  # type: ignore[attr-defined]
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = help or inspect.cleandoc(config.__doc__ or "").split("\n\n")[0]
     command.__name__ = name.replace("-", "_")
+    command.config, command.extra, command.handler = config, dict(extra or {}), run  # type: ignore[attr-defined]
     app.command(name)(command)
     return command

@@ -65,6 +65,8 @@ class RunConfig(BaseModel):
     #: fields that change no result (where the output goes, whether to replace it): left out of
     #: the keys that decide whether a resumed run is the same run
     presentation_fields: ClassVar[frozenset[str]] = frozenset({"out", "overwrite", "resume"})
+    #: the fields a Python call may pass by position, in order (default: the CLI's arguments)
+    python_positional: ClassVar[tuple[str, ...]] = ()
     #: legacy spelling map (field -> CLI spelling); new fields give ``option(flag=...)``
     cli_names: ClassVar[dict[str, str]] = {}
 
@@ -146,7 +148,9 @@ def validate(cls: type[C], **values: Any) -> C:
 
 
 def positional_fields(cls: type[BaseModel]) -> list[str]:
-    return [n for n in cls.model_fields if field_meta(cls, n).get("positional")]
+    """The fields a Python call passes by position: ``python_positional``, else the CLI's arguments."""
+    order = getattr(cls, "python_positional", ())
+    return list(order) if order else [n for n in cls.model_fields if field_meta(cls, n).get("positional")]
 
 
 def build(cls: type[C], args: tuple = (), values: dict[str, Any] | None = None) -> C:

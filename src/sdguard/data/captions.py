@@ -64,6 +64,20 @@ def words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFC", text).lower()) if isinstance(text, str) else []
 
 
+def contains_phrase(text: str, phrase: str) -> bool:
+    """The one whole-word matcher of captions and prompts: the words of ``phrase`` occur
+    contiguously among the words of ``text`` (:func:`words`: case, punctuation and spacing
+    ignored, so "Astronaut," and "an astronaut." both hold "astronaut"; "astro" does not)."""
+    needle = normalize_text(phrase)
+    return bool(needle) and f" {needle} " in f" {normalize_text(text)} "
+
+
+def without_word(text: str, word: str) -> str:
+    """``text`` without the space-separated tokens whose words are exactly ``word`` (its other
+    tokens, punctuation included, kept as written)."""
+    return " ".join(t for t in text.split() if normalize_text(t) != normalize_text(word))
+
+
 def estimate_tokens(text: str) -> int:
     """A lower bound of the CLIP token count of ``text``: its words and punctuation marks, plus the
     start and end tokens. CLIP's byte-pair encoding never uses fewer tokens than this, often more
@@ -73,15 +87,18 @@ def estimate_tokens(text: str) -> int:
     return len(_TOKEN_ESTIMATE.findall(text)) + 2
 
 
-def count_tokens(texts: Sequence[str], tokenizer=None) -> list[int]:
-    """Token counts of ``texts`` with start and end tokens: exact with a tokenizer (a
-    ``transformers`` tokenizer object, or a folder or hub id that ``CLIPTokenizer`` loads; a
-    diffusers pipeline folder is searched for ``tokenizer/``), else :func:`estimate_tokens`."""
+def count_tokens(texts: Sequence[str], tokenizer=None, *, truncate: bool = False) -> list[int]:
+    """The one token count: tokens of each text with start and end tokens, exact with a tokenizer
+    (a ``transformers`` tokenizer object, or a folder or hub id that ``CLIPTokenizer`` loads; a
+    diffusers pipeline folder is searched for ``tokenizer/``), else :func:`estimate_tokens`.
+    ``truncate``: at most the tokenizer's ``model_max_length`` (what the text encoder reads)."""
     if tokenizer is None:
-        return [estimate_tokens(t) for t in texts]
+        counts = [estimate_tokens(t) for t in texts]
+        return [min(c, MAX_TOKENS) for c in counts] if truncate else counts
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
     ids = tok([t if isinstance(t, str) else "" for t in texts], add_special_tokens=True, truncation=False)["input_ids"]
-    return [len(x) for x in ids]
+    limit = int(tok.model_max_length)
+    return [min(len(x), limit) if truncate else len(x) for x in ids]
 
 
 def load_tokenizer(spec: str | Path):
@@ -141,8 +158,7 @@ class KeywordFilter:
     def matches(self, text: str) -> bool:
         if not self.normalized:
             return True
-        padded = f" {normalize_text(text)} "
-        hits = (f" {kw} " in padded for kw in self.normalized)
+        hits = (contains_phrase(text, kw) for kw in self.normalized)
         return any(hits) if self.any else all(hits)
 
     def mask(self, texts: Iterable[str]) -> list[bool]:

@@ -89,7 +89,7 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     if a.ndim != 3:
-        raise ValueError(f"an image must be H x W x C, got shape {a.shape}")
+        raise InputError.bad("image", f"array of shape {a.shape}", "is not H x W x C")
     if a.shape[2] == 1:
         a = np.repeat(a, 3, axis=2)
     elif a.shape[2] == 4:

@@ -14,9 +14,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from ..core.errors import InputError
+from ..core.images import resize
 from .base import BaseEmbedder, as_rgb
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -88,14 +87,13 @@ class CLIPEmbedder(BaseEmbedder):
         return {"name": self.name, "model": ident, "crop": self.crop, "fp16": self.fp16, "version": 1}
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        im = Image.fromarray(as_rgb(image))
-        w, h = im.size
+        a = as_rgb(image)
+        h, w = a.shape[:2]
         scale = self.crop / min(w, h)
-        im = im.resize((max(self.crop, round(w * scale)), max(self.crop, round(h * scale))), Image.BICUBIC)
-        w, h = im.size
+        a = resize(a, (max(self.crop, round(w * scale)), max(self.crop, round(h * scale))), resample="bicubic")
+        h, w = a.shape[:2]
         left, top = (w - self.crop) // 2, (h - self.crop) // 2
-        im = im.crop((left, top, left + self.crop, top + self.crop))
-        x = np.asarray(im, np.float32) / 255.0
+        x = a[top:top + self.crop, left:left + self.crop].astype(np.float32) / 255.0
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return x.transpose(2, 0, 1)
 

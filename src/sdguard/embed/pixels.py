@@ -26,8 +26,7 @@ everything), so blank images never form a cluster.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
-
+from ..core.images import resize
 from .base import BaseEmbedder, as_rgb
 
 
@@ -36,13 +35,7 @@ _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
 
 def _thumbnail(image: np.ndarray, size: int, mode: str) -> np.ndarray:
     """Area-averaged ``size`` x ``size`` float thumbnail (no rounding to 8 bits on the way)."""
-    a = as_rgb(image)
-    h, w = a.shape[:2]
-    if h % size == 0 and w % size == 0:  # exact area average in numpy
-        t = a.reshape(size, h // size, size, w // size, 3).mean(axis=(1, 3), dtype=np.float32)
-    else:
-        t = np.stack([np.asarray(Image.fromarray(a[..., c].astype(np.float32), mode="F").resize((size, size), Image.BOX))
-                      for c in range(3)], axis=-1)
+    t = resize(as_rgb(image).astype(np.float32), size)  # area mean, exact in numpy where size divides
     return t @ _LUMA if mode == "L" else t
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from ..core.errors import InputError
+from ..core.images import resize
 from .base import BaseEmbedder, as_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,8 +53,7 @@ class SSCDEmbedder(BaseEmbedder):
                 "size": self.size, "version": 1}
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        im = Image.fromarray(as_rgb(image)).resize((self.size, self.size), Image.BILINEAR)
-        x = np.asarray(im, np.float32) / 255.0
+        x = resize(as_rgb(image), self.size, resample="bilinear").astype(np.float32) / 255.0
         x = (x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
         return x.transpose(2, 0, 1)
 

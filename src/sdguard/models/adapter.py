@@ -127,9 +127,12 @@ class DiffusionModel:
         return tok(list(prompts), padding="max_length", max_length=tok.model_max_length,
                    truncation=True, return_tensors="pt").input_ids.to(self.device)
 
-    def token_count(self, prompt: str) -> int:
-        """Number of tokens of ``prompt`` without truncation (start/end tokens included)."""
-        return len(self.tokenizer(prompt, truncation=False).input_ids)
+    def token_count(self, prompt: str, *, truncate: bool = False) -> int:
+        """Tokens of ``prompt``, start and end included (:func:`sdguard.data.captions.count_tokens`);
+        ``truncate``: as many as the text encoder reads."""
+        from ..data.captions import count_tokens
+
+        return count_tokens([prompt], self.tokenizer, truncate=truncate)[0]
 
     def encode_prompts(self, prompts: Sequence[str], negative_prompts: Sequence[str] | str | None = None) -> PromptEmbeddings:
         """Conditional embeddings of ``prompts`` and unconditional ones (the empty prompt or the negatives)."""

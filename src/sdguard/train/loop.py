@@ -5,8 +5,8 @@ loop on a real model: the warm-up + cosine learning-rate schedule, the exponenti
 average of the weights with its warm-up, the latent-diffusion loss of one batch (DDPM noise over
 the scheduler's ``alphas_cumprod``, epsilon or v target), the loss log a person can follow while
 it runs, and the checkpoint of a whole training state (modules, optimizers, random generator and
-the loop's JSON state) through :mod:`sdguard.core.state`: safetensors and JSON, no pickle, refused
-with one sentence when corrupt or written by another run.
+the loop's JSON state) through :mod:`sdguard.core.state`: safetensors and JSON that never run
+code, refused with one sentence when corrupt or written by another run.
 """
 
 from __future__ import annotations

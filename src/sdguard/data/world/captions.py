@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..captions import contains_phrase
+
 __all__ = [
     "MAX_CAPTION_WORDS",
     "SCENE_TEMPLATES",
@@ -89,8 +91,9 @@ def tokenize(text: str) -> list[str]:
 
 
 def caption_contains(text: str, keyword: str) -> bool:
-    """True if the words of ``keyword`` occur contiguously in ``text`` (whole words only)."""
-    return f" {' '.join(tokenize(keyword))} " in f" {' '.join(tokenize(text))} "
+    """True if the words of ``keyword`` occur contiguously in ``text`` (whole words only; the one
+    matcher of :func:`sdguard.data.captions.contains_phrase`)."""
+    return contains_phrase(text, keyword)
 
 
 def _article(word: str) -> str:

@@ -6,6 +6,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+from ...core.errors import InputError
 
 from .api import World
 from .palette import OBJECT_BOX
@@ -61,7 +62,7 @@ class ObjectDetector:
         has = np.array([bool(world.labels[i]["has_object"]) for i in idx])
         positives = idx[has]
         if len(positives) == 0:
-            raise ValueError("the world holds no images with the object to fit the detector on")
+            raise InputError.bad("--dataset", str(world.root), "holds no images with the object to fit the detector on")
         others = idx[(kinds != "object")]
         if self.negatives is not None:
             others = np.sort(rng.choice(others, min(self.negatives, len(others)), replace=False))

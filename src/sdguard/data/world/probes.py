@@ -24,10 +24,11 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
+from ...core.errors import InputError
 from scipy import ndimage
 from sklearn.pipeline import Pipeline
 
+from ...core.images import resize as resize_image
 from .api import World
 from .detector import ObjectDetector
 from .probing import (
@@ -202,7 +203,7 @@ def _scene_features(x: np.ndarray) -> np.ndarray:
         hole = (filled.sum() - area) / max(filled.sum(), 1)
         fill = area / ((y1 - y0) * (x1 - x0))
         crop = wgt[max(0, y0 - 1) : y1 + 1, max(0, x0 - 1) : x1 + 1].astype(np.float32)
-        crop = np.asarray(Image.fromarray(crop).resize((_CROP, _CROP), Image.Resampling.BILINEAR))
+        crop = resize_image(crop, _CROP, resample="bilinear")
         core = main & (soft[i] > 0.7)
         if core.sum() < 3:
             core = main
@@ -265,7 +266,7 @@ class AttributeClassifier:
         rng = np.random.default_rng(self.random_state)
         idx = np.array([i for i in world_indices(world, indices) if world.labels[i]["kind"] == "scene"], np.int64)
         if len(idx) == 0:
-            raise ValueError("the world holds no scene images to fit the attribute classifier on")
+            raise InputError.bad("--dataset", str(world.root), "holds no scene images to fit the attribute classifier on")
         order = np.arange(len(idx))
         x, order = training_set(as_images(world.load_images(idx)), order, self.copies, rng, self.blur, self.noise)
         feats = _scene_features(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from ...core.errors import InputError
 from PIL import Image
 from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
@@ -12,6 +13,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from ...core.images import resize_batch
 from .api import World
 
 __all__ = [
@@ -35,9 +37,9 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     n, h, w, _ = images.shape
     if h == size and w == size:
         return images
-    if h % size == 0 and w % size == 0:  # exact area average
+    if h % size == 0 and w % size == 0:  # exact area average, in the images' own precision
         return images.reshape(n, size, h // size, size, w // size, 3).mean(axis=(2, 4))
-    return np.clip(ndimage.zoom(images, (1, size / h, size / w, 1), order=1), 0.0, 1.0)
+    return np.clip(resize_batch(images.astype(np.float32), size, resample="bilinear"), 0.0, 1.0)
 
 
 def as_images(images: Any, size: int | None = WORK_SIZE) -> np.ndarray:
@@ -54,11 +56,11 @@ def as_images(images: Any, size: int | None = WORK_SIZE) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4:
-        raise ValueError(f"images must be N x H x W x 3, got an array of shape {arr.shape}")
+        raise InputError.bad("images", f"array of shape {arr.shape}", "is not N x H x W x 3")
     if arr.shape[-1] != 3 and arr.shape[1] == 3:
         arr = arr.transpose(0, 2, 3, 1)
     if arr.shape[-1] != 3:
-        raise ValueError(f"images must have 3 colour channels, got an array of shape {arr.shape}")
+        raise InputError.bad("images", f"array of shape {arr.shape}", "does not have 3 colour channels")
     if arr.dtype == np.uint8:
         out = arr.astype(np.float32) / 255.0
     else:

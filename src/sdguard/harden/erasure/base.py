@@ -18,6 +18,7 @@ import torch
 
 from ...core.config import RunConfig, argument_name
 from ...core.errors import InputError
+from ...data.captions import count_tokens
 from ...core.registry import Registry
 
 #: erasure methods by name; each method module registers its class with ``register_method``
@@ -127,7 +128,7 @@ def vocabulary_warnings(tokenizer, texts: Sequence[str], argument: str = "--conc
                 shown = " ".join(p.replace("</w>", "") for p in pieces[:12]) + (" ..." if len(pieces) > 12 else "")
                 messages.append(f"{argument} {text!r}: the word {word!r} is not in the tokenizer's vocabulary; "
                                 f"it is encoded as {len(pieces)} sub-word tokens ({shown})")
-        n = len(tokenizer(text, truncation=False).input_ids)
+        n = count_tokens([text], tokenizer)[0]
         if n > tokenizer.model_max_length:
             messages.append(f"{argument} {text!r} has {n} tokens, more than the tokenizer's "
                             f"{tokenizer.model_max_length}; it is truncated")
@@ -135,11 +136,6 @@ def vocabulary_warnings(tokenizer, texts: Sequence[str], argument: str = "--conc
         for m in messages:
             warnings.warn(m, VocabularyWarning, stacklevel=3)
     return messages
-
-
-def token_count(tokenizer, text: str) -> int:
-    """Tokens of ``text`` including start and end tokens, after truncation to the maximum length."""
-    return min(len(tokenizer(text, truncation=False).input_ids), int(tokenizer.model_max_length))
 
 
 def select_parameters(model, predicate: Callable[[str], bool]) -> dict[str, torch.nn.Parameter]:

@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 
-from ...core.config import ResumableConfig, RunConfig, build, option
+from ...core.config import ResumableConfig, build, option
 from ...core.errors import InputError
 from ...core.io import output_dir
 from ...core.progress import progress_enabled
@@ -25,6 +25,8 @@ class EraseConfig(ResumableConfig):
     :class:`~sdguard.harden.erasure.esd.ESDOptions`), validated by the method; on the command
     line they are options of their own (``--lr``, ``--lamb``, ...), derived from those classes.
     """
+
+    python_positional = ("model", "concepts", "method", "preserve")
 
     model: str = option(positional=True, help="builtin:NAME, a diffusers folder, a .safetensors file or a hub id")
     concepts: list[str] = option(flag="--concept", min_length=1, help="a concept to erase (repeat for several)")
@@ -56,9 +58,6 @@ def erase(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     Words outside the tokenizer's vocabulary raise a :class:`~.base.VocabularyWarning` (the
     concept still works through sub-words) and are listed under ``results.warnings``.
     """
-    if len(args) >= 2 and not isinstance(args[0], RunConfig):  # erase(model, concepts, method, preserve)
-        values = {**dict(zip(("concepts", "method", "preserve"), args[1:])), **values}
-        args = args[:1]
     own = {k: values.pop(k) for k in list(values) if k not in EraseConfig.model_fields}
     cfg = build(EraseConfig, args, values)
     concepts = check_concepts(cfg.concepts)

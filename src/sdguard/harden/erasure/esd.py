@@ -59,9 +59,9 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ...core.config import RunConfig
-from ...core.errors import InputError
+from ...core.errors import InputError, StateError
 from ...core.progress import progress_bar
-from ...core.state import load_checkpoint, save_checkpoint
+from ...core.state import checkpoint_paths, load_checkpoint, save_checkpoint
 from .base import ErasureMethod, ErasureResult, register_method
 
 #: the checkpoint's name in the work folder (``erasure_checkpoint.safetensors`` and ``.json``, see
@@ -119,8 +119,9 @@ class _ESD(ErasureMethod):
 
     def checkpoint_key(self, concepts: Sequence[str], preserve: Sequence[str] = (), seed: int = 0) -> dict:
         """What a resumed run must share with the run that wrote the checkpoint."""
-        preserve = list(preserve) if self.options.preserve_weight > 0 else []  # type: ignore[attr-defined]
-        return _run_key(self.name, self.options, list(concepts) + ["--preserve"] + preserve, seed)  # type: ignore[arg-type]
+        o: ESDOptions = self.options  # type: ignore[assignment]
+        preserve = list(preserve) if o.preserve_weight > 0 else []
+        return _run_key(self.name, o, list(concepts) + ["--preserve"] + preserve, seed)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, model, concepts: Sequence[str], *, preserve: Sequence[str] = (), anchor="", seed: int = 0,
@@ -180,12 +181,15 @@ class _ESD(ErasureMethod):
                                latent_shape=latent_shape, prior=prior, ddim_ts=ddim_ts, T=model.num_train_timesteps,
                                gen=torch.Generator("cpu").manual_seed(int(seed)), losses=[], key=key)
 
-    @staticmethod
-    def _restore(s: SimpleNamespace, workdir: Path) -> int:
+    def _restore(self, s: SimpleNamespace, workdir: Path) -> int:
         """Load the checkpoint in ``workdir`` (if any) into the loop; the iteration to go on from."""
         state = load_checkpoint(workdir, CHECKPOINT, key=s.key)
         if state is None:
             return 0
+        if set(state["params"]) != set(s.params):  # the key names no model: another UNet's checkpoint
+            raise StateError.bad("--resume", str(checkpoint_paths(workdir, CHECKPOINT)[1]),
+                                 f"holds other parameters than --method {self.name} selects in this model; "
+                                 "rerun without --resume")
         with torch.no_grad():
             for k, v in state["params"].items():
                 s.params[k].copy_(v.to(s.params[k].device, s.params[k].dtype))

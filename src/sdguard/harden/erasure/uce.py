@@ -49,7 +49,7 @@ import torch
 from ...core.config import RunConfig, option
 from ...data.captions import STOP_WORDS, words
 from ...core.errors import InputError
-from .base import ErasureMethod, ErasureResult, register_method, token_count
+from .base import ErasureMethod, ErasureResult, register_method
 
 
 class UCEOptions(RunConfig):
@@ -102,8 +102,8 @@ def aligned_embeddings(model, concept: str, anchor: str) -> tuple[torch.Tensor, 
     with torch.no_grad():
         hidden = model.encode_text(ids).double()
     length = hidden.shape[1]
-    i_c = token_count(model.tokenizer, concept) - 2  # index of the last word token (0: the start token)
-    i_a = token_count(model.tokenizer, anchor) - 2
+    i_c = model.token_count(concept, truncate=True) - 2  # index of the last word token (0: the start token)
+    i_a = model.token_count(anchor, truncate=True) - 2
     far = max(i_c, i_a)
     c = hidden[0, i_c:length - (far - i_c)]
     a = hidden[1, i_a:length - (far - i_a)]

@@ -103,7 +103,8 @@ def compute_audit(cfg: AuditErasureConfig, plan: AuditPlan, report: Report, *,
 
     with report.timer("world"):
         world = audit_world(cfg, plan)
-    resolve = dict(prompts_per_concept=cfg.prompts_per_concept, seed=cfg.seed, n=cfg.n, nudity_prompts=plan.nudity_prompts)
+    resolve = dict(prompts_per_concept=cfg.prompts_per_concept, seed=cfg.seed, n=cfg.n,
+                   nudity_prompts=plan.nudity_prompts)
     specs = [resolve_concept(c, world, **resolve) for c in cfg.concepts]
     kept = [resolve_concept(c, world, argument="--keep", **resolve) for c in cfg.keep]
     with report.timer("load"):

@@ -77,7 +77,8 @@ def _images_section(report: Report, audit: ErasureAudit) -> None:
         grid = make_grid(list(before.images[:k]) + list(after.images[:k]), columns=k,
                          scale=auto_scale(before.images.shape[1]))
         label = "erased" if p.role == "efficacy" else "kept"
-        cap = f"{p.concept.text!r} ({label}): original (top, {_pct(before.rate)}) vs erased (bottom, {_pct(after.rate)})"
+        cap = (f"{p.concept.text!r} ({label}): original (top, {_pct(before.rate)}) vs erased "
+               f"(bottom, {_pct(after.rate)})")
         figs.append((png_bytes(grid), cap))
     for a in audit.attacks or []:
         if a.grid is not None:

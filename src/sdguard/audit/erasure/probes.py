@@ -1,4 +1,4 @@
-"""The world's probes, fitted once and cached on disk as safetensors arrays and JSON (never pickle)."""
+"""The world's probes, fitted once and cached on disk as safetensors arrays and JSON (no code runs on load)."""
 
 from __future__ import annotations
 

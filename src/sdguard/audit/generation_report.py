@@ -1,0 +1,106 @@
+"""The summary and sections of ``report.html`` for ``sdguard audit generations``, drawn from a
+:class:`~sdguard.audit.generation_result.GenerationAuditResult` (computed by
+:mod:`sdguard.audit.generation_replication`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..report import Report, auto_scale, make_grid, png_bytes
+from .extraction import CLIQUE_FLAG
+from .generation_result import GenerationAuditResult
+
+GRID_PROMPTS = 4  # prompts with the highest replication rates shown as image grids
+GRID_IMAGES = 8  # generations per grid
+
+
+def render_generation_audit(report: Report, result: GenerationAuditResult, cfg, ds) -> None:
+    """Write ``report.summary`` and the sections of ``result``; ``ds`` (the training data) gives
+    the nearest training images shown under the generations."""
+    _rate_sections(report, result, cfg)
+    if result.object is not None:
+        _object_section(report, result.object)
+    _grids(report, result, ds)
+    report.summary = generation_summary(result, cfg)
+
+
+def generation_summary(result: GenerationAuditResult, cfg) -> list[str]:
+    """The summary lines of a generation audit."""
+    flagged = [p for p in result.prompts if p.extraction_flagged]
+    summary = [
+        f"{len(result.prompts)} prompts x {cfg.n} seeds on {cfg.model}",
+        *[f"{k}: mean replication {v['mean_replication']:.2f} over {v['prompts']} prompt(s)"
+          for k, v in result.kinds.items()],
+        f"{len(flagged)} prompt(s) flagged by a clique of >= {CLIQUE_FLAG} near-identical generations "
+        f"(tiled l2 < {result.clique['value']}, {result.clique['source']})",
+    ]
+    if result.object is not None:
+        o = result.object
+        summary.append(f"object '{o['object']}': {o['keyword_share']:.2f} of keyword generations vs "
+                       f"{o['control_share']:.2f} of controls (Fisher p = {o['fisher_p']:.2g})")
+    return summary
+
+
+def _rate_sections(report: Report, result: GenerationAuditResult, cfg) -> None:
+    """Replication per prompt and per prompt kind, as tables and bar plots."""
+    from ..report.plots import bar_plot  # matplotlib loads only when a report is drawn
+
+    rows = result.prompts
+    labels = [f"{i}:{r.kind}" for i, r in enumerate(rows)]
+    columns = ("prompt", "kind", "n", "replication_rate", "ci_low", "ci_high", "threshold", "clique_size",
+               "caption_similarity")
+    report.section("Replication per prompt",
+                   f"Share of {cfg.n} generations (seeds {cfg.seed}..{cfg.seed + cfg.n - 1}) whose {cfg.embedder} "
+                   "embedding reaches the replication threshold, with Wilson 95% intervals.",
+                   table=[{k: getattr(r, k) for k in columns} for r in rows],
+                   figures=[(bar_plot(labels, [r.replication_rate for r in rows], title="replication rate per prompt",
+                                      ylabel="share of generations", errors=([r.ci_low for r in rows],
+                                                                             [r.ci_high for r in rows])),
+                             "replication rate per prompt (index:kind)")])
+    kinds = result.kinds
+    report.section("Replication per prompt kind", "Mean replication rate of the prompts of each kind "
+                   "(Somepalli et al. 2023's prompt kinds, object prompts and controls).",
+                   figures=[(bar_plot(list(kinds), [v["mean_replication"] for v in kinds.values()],
+                                      title="mean replication rate per prompt kind", ylabel="share"), "per kind")])
+
+
+def _object_section(report: Report, o: dict) -> None:
+    from ..report.plots import bar_plot
+
+    report.section(f"Object-level replication: '{o['object']}' behind '{o['keyword']}'",
+                   f"Fisher's exact test, keyword vs control prompts: p = {o['fisher_p']}",
+                   table=[{"where": "keyword prompts", "share": o["keyword_share"], "n": o["keyword_n"]},
+                          {"where": "control prompts", "share": o["control_share"], "n": o["control_n"]},
+                          {"where": "keyword's training images", "share": o["training_share"], "n": o["training_n"]}],
+                   figures=[(bar_plot(["keyword prompts", "control prompts", "training images"],
+                                      [o["keyword_share"], o["control_share"], o["training_share"]],
+                                      title=f"share of images showing '{o['object']}'", rotate=False), "object share")])
+
+
+def _grids(report: Report, result: GenerationAuditResult, ds) -> None:
+    """The prompts that replicate most: their generations most similar to a training image, over it."""
+    rows = result.prompts
+    top = sorted(range(len(rows)), key=lambda i: -rows[i].replication_rate)[:GRID_PROMPTS]
+    for i in top:
+        r = rows[i]
+        images = r.images
+        order = np.argsort(-r.similarity)[:GRID_IMAGES]
+        train = ds.load(r.nearest_rows[order], max_side=images.shape[1])
+        train = [t if t is not None else np.zeros_like(images[0]) for t in train]
+        train = [_fit(t, images.shape[1]) for t in train]
+        grid = make_grid(list(images[order]) + train, columns=len(order), scale=auto_scale(images.shape[1]))
+        report.section(f"Prompt {i}: {r.prompt}",
+                       f"Top row: the generations most similar to a training image; bottom row: that training image "
+                       f"(replication rate {r.replication_rate:.2f}, largest clique {r.clique_size}).",
+                       figures=[(png_bytes(grid), "generations (top) and their nearest training images (bottom)")])
+
+
+def _fit(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BOX))
+
+
+__all__ = ["render_generation_audit", "generation_summary"]
