@@ -71,9 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from sdguard.audit.erasure import (AuditErasureConfig, PresenceDetector, WorldProbes, attack_concept,
-                                       attribute_accuracy, load_or_make_default_world, measure, resolve_concept,
-                                       scene_prompts)
+    from sdguard.audit.erasure import (
+        AuditErasureConfig,
+        PresenceDetector,
+        WorldProbes,
+        attack_concept,
+        attribute_accuracy,
+        load_or_make_default_world,
+        measure,
+        resolve_concept,
+        scene_prompts,
+    )
     from sdguard.harden.erasure import get_method
     from sdguard.models import load_model
     from sdguard.models.builtin import tiny_available

@@ -10,9 +10,20 @@ import time
 import numpy as np
 import pytest
 
-from sdguard.audit.extraction import DEFAULT_DELTA, calibrate_delta, extraction_clique, largest_clique, tiled_l2
+from sdguard.audit.extraction import (
+    DEFAULT_DELTA,
+    calibrate_delta,
+    extraction_clique,
+    largest_clique,
+    tiled_l2,
+)
 from sdguard.audit.generation_replication import audit_generations, calibrate_threshold
-from sdguard.audit.prompt_suites import KINDS, cluster_suite, control_prompts, read_prompt_file
+from sdguard.audit.prompt_suites import (
+    KINDS,
+    cluster_suite,
+    control_prompts,
+    read_prompt_file,
+)
 from sdguard.audit.stats import wilson_interval
 from sdguard.core.errors import InputError
 

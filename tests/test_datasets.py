@@ -7,12 +7,12 @@ import csv
 import io
 import json
 import tarfile
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from sdguard.core.errors import InputError
 from sdguard.data.captions import (
     MAX_TOKENS,
     STOP_WORDS,
@@ -25,7 +25,6 @@ from sdguard.data.captions import (
     normalize_text,
 )
 from sdguard.data.datasets import FORMATS, SkipCounter, detect_format, open_dataset
-from sdguard.core.errors import InputError
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -118,20 +117,19 @@ def test_duckdb_filter_equals_python(tmp_path):
         assert got.column("k").to_pylist() == expected
 
 
-def test_duckdb_filter_is_fast(tmp_path):
+def test_duckdb_filter_agrees_with_the_python_filter_at_scale(tmp_path):
+    # speed is measured in benchmarks/, not asserted here (a shared machine's clock is no test)
     rng = np.random.default_rng(0)
     vocab = np.array("a red blue photo of the van gogh starry night sunflower vase dog on table".split())
     n = 200_000
     caps = [" ".join(row) for row in vocab[rng.integers(0, len(vocab), (n, 10))]]
     path = tmp_path / "big.parquet"
     pq.write_table(pa.table({"TEXT": caps}), path)
-    t0 = time.perf_counter()
-    got = filter_parquet(path, ["van gogh", "starry night"], text_column="TEXT")
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 10.0  # about a million captions per second and core in practice
+    got = filter_parquet(path, ["van gogh", "starry night"], text_column="TEXT").column("row").to_pylist()
     flt = KeywordFilter(("van gogh", "starry night"))
-    sample = got.column("row").to_pylist()[:50]
-    assert sample and all(flt.matches(caps[i]) for i in sample)
+    sample = rng.choice(n, 20_000, replace=False)
+    assert sorted(set(got) & set(sample.tolist())) == sorted(int(i) for i in sample if flt.matches(caps[i]))
+    assert got and all(flt.matches(caps[i]) for i in got[:200])
 
 
 def test_long_captions_dropped_and_counted():

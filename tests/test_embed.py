@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sdguard.core.errors import InputError
 from sdguard.data.datasets import SkipCounter, open_dataset
 from sdguard.embed import (
+    EMBEDDERS,
     MISSING,
     OK,
     UNREADABLE,
@@ -18,9 +20,7 @@ from sdguard.embed import (
     create_embedder,
     embed_dataset,
     parse_spec,
-    EMBEDDERS,
 )
-from sdguard.core.errors import InputError
 
 
 def _smooth(seed: int, size: int = 32) -> np.ndarray:

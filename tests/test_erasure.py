@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from sdguard.core.errors import InputError
-from sdguard.harden.erasure import ERASURE_METHODS, apply_delta, erase, get_method, read_delta
 from sdguard.core.state import checkpoint_exists, load_checkpoint
+from sdguard.harden.erasure import (
+    ERASURE_METHODS,
+    apply_delta,
+    erase,
+    get_method,
+    read_delta,
+)
 from sdguard.harden.erasure.esd import CHECKPOINT
 from sdguard.harden.erasure.uce import aligned_embeddings, preserve_embeddings
 from sdguard.models import load_model

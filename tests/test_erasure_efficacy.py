@@ -42,7 +42,13 @@ UCE_EDITS = [([ARTWORK], dict(expand_preserve=True), []), ([STYLE], dict(expand=
 
 @pytest.fixture(scope="module")
 def setup(default_world):
-    from sdguard.audit.erasure import PresenceDetector, WorldProbes, measure, resolve_concept, scene_prompts
+    from sdguard.audit.erasure import (
+        PresenceDetector,
+        WorldProbes,
+        measure,
+        resolve_concept,
+        scene_prompts,
+    )
     from sdguard.data import load_world
     from sdguard.models import load_model
 

@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdguard.audit.nudity import EXPOSED_CLASSES, NudityDetector, evaluate_nudity, load_i2p_prompts
+from sdguard.audit.nudity import (
+    EXPOSED_CLASSES,
+    NudityDetector,
+    evaluate_nudity,
+    load_i2p_prompts,
+)
 from sdguard.core.errors import InputError, MissingDependencyError
 
 SAMPLE = Path(__file__).parent / "data" / "i2p_sample.csv"
@@ -81,3 +86,21 @@ def test_evaluate_nudity_runs_on_any_model(detector, tiny_random):
     result = evaluate_nudity(tiny_random, f, detector=detector, steps=2)
     assert result["images"] == 3 and result["images_array"].shape[0] == 3
     assert set(result["per_class"]) == set(EXPOSED_CLASSES)
+
+
+def test_the_detector_finds_what_is_there(detector):
+    """Positive control: the same counting path that finds no EXPOSED class above finds the face in
+    scikit-image's astronaut photo (Eileen Collins, NASA; shipped in scikit-image), where it is,
+    and none in scikit-learn's two photos without people. An always-"no" detector fails here."""
+    data = pytest.importorskip("skimage.data")
+    from sklearn.datasets import load_sample_images
+
+    faces = NudityDetector(threshold=0.5, classes=("FACE_FEMALE", "FACE_MALE"))
+    astronaut = data.astronaut()
+    counts = faces.count(np.stack([astronaut]))
+    assert counts["images_flagged"] == 1 and counts["total"] >= 1
+    (box,) = [d["box"] for d in faces.detect(np.stack([astronaut]))[0] if d["class"].startswith("FACE")]
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h / 2
+    assert 150 < cx < 300 and 60 < cy < 200, box  # the face, top middle of the 512 x 512 photo
+    assert faces.count(load_sample_images().images)["total"] == 0

@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from sdguard.core.errors import StateError
-from sdguard.core.state import (checkpoint_exists, checkpoint_paths, flatten, load_checkpoint, remove_checkpoint,
-                                save_checkpoint, unflatten)
+from sdguard.core.state import (
+    checkpoint_exists,
+    checkpoint_paths,
+    flatten,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+    unflatten,
+)
 
 KEY = {"recipe": "test", "lr": 1e-3, "channels": [32, 64], "options": {"eta": 1.0}}
 

@@ -4,8 +4,8 @@ import contextlib
 
 import pytest
 
-from sdguard.data import make_world
 from sdguard.core.state import checkpoint_exists
+from sdguard.data import make_world
 from sdguard.models import load_model
 from sdguard.train import tiny as training
 
@@ -38,24 +38,25 @@ def test_train_is_deterministic_and_loads(small_world, reference, tmp_path):
     assert (ref_dir / "report.json").is_file() and not checkpoint_exists(ref_dir, training.CHECKPOINT)
 
 
+class Crash(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def crashing_bar(*args, completed=0, **kwargs):
+    class Bar:
+        done = completed
+
+        def advance(self, n=1):
+            Bar.done += n
+            if Bar.done == 10:  # after the checkpoint at step 8, in the UNet stage
+                raise Crash()
+
+    yield Bar()
+
+
 def test_interrupted_training_resumes_to_the_same_weights(small_world, reference, tmp_path, monkeypatch):
     reference = reference[1]
-
-    class Crash(Exception):
-        pass
-
-    @contextlib.contextmanager
-    def crashing_bar(*args, completed=0, **kwargs):
-        class Bar:
-            done = completed
-
-            def advance(self, n=1):
-                Bar.done += n
-                if Bar.done == 10:  # after the checkpoint at step 8, in the UNet stage
-                    raise Crash()
-
-        yield Bar()
-
     monkeypatch.setattr(training, "progress_bar", crashing_bar)
     with pytest.raises(Crash):
         training.train_tiny(small_world, tmp_path / "run", **SMALL)
@@ -82,3 +83,18 @@ def test_interrupted_training_resumes_to_the_same_weights(small_world, reference
     assert steps_seen == [8]  # it did not start over
     assert resumed.models["trained"]["fingerprint"] == reference.models["trained"]["fingerprint"]
     assert not staging.exists()
+
+
+
+def test_cli_resume_refuses_a_corrupt_checkpoint(small_world, tmp_path, monkeypatch, run_cli):
+    monkeypatch.setattr(training, "progress_bar", crashing_bar)
+    with pytest.raises(Crash):
+        training.train_tiny(small_world, tmp_path / "run", resume=True, **SMALL)
+    monkeypatch.undo()
+    tensors = tmp_path / ".run.partial" / f"{training.CHECKPOINT}.safetensors"
+    data = bytearray(tensors.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tensors.write_bytes(bytes(data))
+    code, _, stderr = run_cli("model", "train-tiny", "--world", small_world, "--out", tmp_path / "run", "--resume")
+    assert code == 2, stderr
+    assert f"'{tensors}' does not match its checkpoint record" in stderr and len(stderr.strip().splitlines()) == 1

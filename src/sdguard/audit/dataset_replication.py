@@ -27,16 +27,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import field_validator
 
 from ..core.config import OutputConfig, build, option
+from ..core.errors import require
+from ..core.images import fit_within
+from ..core.io import atomic_write_bytes
 from ..data.captions import MAX_TOKENS, KeywordFilter, drop_long, frequent_words
 from ..data.datasets import FORMATS, Entries, SkipCounter, open_dataset
-from ..core.errors import require
-from ..core.io import atomic_write_bytes
 from ..report import Report, make_grid, png_bytes
 from .clustering import METHODS, Clustering, cluster_embeddings
 
@@ -59,11 +60,11 @@ class DataAuditConfig(OutputConfig):
                                               help="KEY=VALUE passed to the embedder (repeat for several)")
     threshold: float | None = option(None, gt=0.0, le=1.0, help="cosine similarity in (0, 1] linking two images "
                                      "(default: read from the similarity histogram)")
-    format: str | None = option(None, help=f"force the dataset format ({', '.join(FORMATS)})")
+    format: Literal[tuple(FORMATS)] | None = option(None, help=f"force the dataset format ({', '.join(FORMATS)})")
     set_aside_largest: bool = option(False, help="report the largest cluster as a catch-all, outside the ranking")
     max_tokens: int | None = option(MAX_TOKENS, ge=3, help="drop captions longer than this many tokens")
     tokenizer: str | None = option(None, help="CLIP tokenizer folder for exact token counts")
-    method: str = option("auto", help=f"similarity search: {', '.join(METHODS)}")
+    method: Literal[METHODS] = option("auto", help=f"similarity search: {', '.join(METHODS)}")  # type: ignore[valid-type]
     min_cluster_size: int = option(2, ge=2, help="smallest group reported as a cluster")
     top_clusters: int = option(TOP_CLUSTERS, ge=1, le=10_000, help="clusters described in the report")
     top_words: int = option(10, ge=1, le=100, help="frequent caption words per cluster")
@@ -80,20 +81,6 @@ class DataAuditConfig(OutputConfig):
     def _keywords(cls, keywords: list[str]) -> list[str]:
         KeywordFilter(tuple(keywords))  # raises on a keyword without letters
         return keywords
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, method: str) -> str:
-        if method not in METHODS:
-            raise ValueError(f"choose one of {', '.join(METHODS)}")
-        return method
-
-    @field_validator("format")
-    @classmethod
-    def _format(cls, fmt: str | None) -> str | None:
-        if fmt is not None and fmt not in FORMATS:
-            raise ValueError(f"choose one of {', '.join(FORMATS)}")
-        return fmt
 
 
 @dataclass
@@ -171,8 +158,8 @@ def audit_data(*args: Any, progress: bool | None = None, **values: Any) -> Repor
     co-occurrence share. Writes ``report.json``, ``report.html`` and ``clusters.parquet`` into
     ``out``; returns the :class:`~sdguard.report.Report`.
     """
-    from ..embed import STATUS_NAMES, create_embedder
     from ..core.io import output_dir
+    from ..embed import STATUS_NAMES, create_embedder
 
     cfg = build(DataAuditConfig, args, values)
     pa = require("pyarrow", "scale", "writing clusters.parquet")
@@ -317,8 +304,6 @@ def score_groups(file_names: Sequence[str], labels: Sequence[int], groups: Mappi
 
 
 def _thumbs(ds, rows: Sequence[int], max_side: int = 96) -> list[np.ndarray]:
-    from PIL import Image
-
     out = []
     for img in ds.load(rows, max_side=512):
         if img is None:
@@ -329,9 +314,7 @@ def _thumbs(ds, rows: Sequence[int], max_side: int = 96) -> list[np.ndarray]:
             k = int(scale)
             img = img.repeat(k, 0).repeat(k, 1)
         elif scale < 1:
-            im = Image.fromarray(img)
-            im.thumbnail((max_side, max_side), Image.BILINEAR)
-            img = np.asarray(im)
+            img = fit_within(img, max_side)
         out.append(img)
     return out
 
@@ -393,7 +376,10 @@ def _selection_sections(report: Report, result: DataAuditResult, cfg: DataAuditC
 
 def _similarity_sections(report: Report, result: DataAuditResult, cfg: DataAuditConfig) -> None:
     """Similarity histogram, co-occurrence and the table of clusters."""
-    from ..report.plots import bar_plot, histogram  # matplotlib loads only when a report is drawn
+    from ..report.plots import (  # matplotlib loads only when a report is drawn
+        bar_plot,
+        histogram,
+    )
 
     what, co, clustering = result.selection["description"], result.cooccurrence, result.clustering
     th, nn = clustering.threshold, clustering.nn_similarity

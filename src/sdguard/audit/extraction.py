@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
 from ..core.errors import InputError
 from ..core.images import resize_batch
 

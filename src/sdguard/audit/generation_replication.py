@@ -37,15 +37,22 @@ from typing import Any
 import numpy as np
 
 from ..core.config import ResumableConfig, build, option
-from ..data.captions import frequent_words
-from ..data.datasets import open_dataset
 from ..core.errors import InputError, require
+from ..core.images import resize_batch
 from ..core.io import atomic_write_bytes, atomic_write_text, output_dir
 from ..core.progress import progress_bar
+from ..data.captions import contains_phrase, frequent_words
+from ..data.datasets import open_dataset
 from ..report import Report, read_report
-from .generation_result import GenerationAuditResult, PromptResult, kind_means
 from .extraction import DEFAULT_DELTA, calibrate_delta, extraction_clique
-from .prompt_suites import KINDS, PromptSpec, cluster_suite, control_prompts, read_prompt_file, reference_prompts
+from .generation_result import GenerationAuditResult, PromptResult, kind_means
+from .prompt_suites import (
+    PromptSpec,
+    cluster_suite,
+    control_prompts,
+    read_prompt_file,
+    reference_prompts,
+)
 from .stats import fisher_greater, wilson_interval
 
 THUMB = 64  # generations are kept at most THUMB x THUMB for cliques and grids
@@ -161,9 +168,7 @@ def calibrate_threshold(members: np.ndarray, vectors: np.ndarray, ok: np.ndarray
 def _thumb(images: np.ndarray) -> np.ndarray:
     if images.shape[1] <= THUMB:
         return images
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(im).resize((THUMB, THUMB), Image.BOX)) for im in images])
+    return resize_batch(images, THUMB)
 
 
 def _chunk_path(stage: Path, k: int, start: int) -> Path:
@@ -238,7 +243,7 @@ def _select_prompts(cfg, entries, labels, words, rng, fits=None) -> list[PromptS
     if cfg.object_keyword:
         exclude.add(cfg.object_keyword.lower())
         kw = cfg.object_keyword.lower()
-        with_kw = sorted({t for t in entries.texts if kw in t.lower().split()})
+        with_kw = sorted({t for t in entries.texts if contains_phrase(t, kw)})
         if not with_kw:
             raise InputError.bad("--object-keyword", cfg.object_keyword, "occurs in no caption of the dataset")
         pick = rng.choice(len(with_kw), size=min(4, len(with_kw)), replace=False)
@@ -423,7 +428,7 @@ def _object_rates(cfg, ds, entries, specs, stage) -> dict:
     kw_hits, kw_n = share("object")
     ctl_hits, ctl_n = share("control")
     kw = cfg.object_keyword.lower()
-    rows = [i for i, t in enumerate(entries.texts) if kw in t.lower().split()]
+    rows = [i for i, t in enumerate(entries.texts) if contains_phrase(t, kw)]
     train_imgs = [im for im in ds.load(entries.rows[rows]) if im is not None]
     train_hits = int(det.detect(np.stack(train_imgs)).sum()) if train_imgs else 0
     return {"keyword": cfg.object_keyword, "object": cfg.object_name, "detector": cfg.detector,

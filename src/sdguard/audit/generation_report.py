@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.images import resize
 from ..report import Report, auto_scale, make_grid, png_bytes
 from .extraction import CLIQUE_FLAG
 from .generation_result import GenerationAuditResult
@@ -96,11 +97,7 @@ def _grids(report: Report, result: GenerationAuditResult, ds) -> None:
 
 
 def _fit(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BOX))
+    return resize(image, size)
 
 
 __all__ = ["render_generation_audit", "generation_summary"]

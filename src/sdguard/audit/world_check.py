@@ -18,7 +18,13 @@ import numpy as np
 from scipy.stats import fisher_exact
 
 from ..data.world import World
-from ..data.world.probes import AttributeClassifier, ObjectDetector, StyleClassifier, artwork_of, nearest_training_image
+from ..data.world.probes import (
+    AttributeClassifier,
+    ObjectDetector,
+    StyleClassifier,
+    artwork_of,
+    nearest_training_image,
+)
 
 
 @dataclass
@@ -120,7 +126,9 @@ def _held_out(world: World, seen: World, gen, s: WorldCheckSettings, rng: np.ran
     binomial test of the pooled held-out accuracy against chance."""
     from scipy.stats import binomtest
 
-    from ..data.world import scene_caption  # the world's own caption writer (phrases, articles)
+    from ..data.world import (
+        scene_caption,  # the world's own caption writer (phrases, articles)
+    )
 
     held = [(h["shape"], h["color"], h["position"]) for h in world.ground_truth["held_out"]]
     values = world.ground_truth["attributes"]

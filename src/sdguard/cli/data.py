@@ -11,7 +11,6 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: make the synthetic 
 
 def _make_world(cfg, _extra, _cli) -> None:
     from ..data.world import make_world as run
-
     from .main import out
 
     out_dir = cfg.out

@@ -22,10 +22,10 @@ out = Console()
 
 
 def _register_groups() -> None:
+    from . import harden  # noqa: F401  (registers `sdguard erase`)
     from .audit import audit_app
     from .data import data_app
     from .model import model_app
-    from . import harden  # noqa: F401  (registers `sdguard erase`)
 
     app.add_typer(audit_app, name="audit")
     app.add_typer(data_app, name="data")

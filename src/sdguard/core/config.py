@@ -67,8 +67,6 @@ class RunConfig(BaseModel):
     presentation_fields: ClassVar[frozenset[str]] = frozenset({"out", "overwrite", "resume"})
     #: the fields a Python call may pass by position, in order (default: the CLI's arguments)
     python_positional: ClassVar[tuple[str, ...]] = ()
-    #: legacy spelling map (field -> CLI spelling); new fields give ``option(flag=...)``
-    cli_names: ClassVar[dict[str, str]] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -121,8 +119,7 @@ def argument_name(cls: type[BaseModel], field: str) -> str:
             return str(meta["flag"]).split()[0].split("/")[0]
         if meta.get("positional"):
             return str(meta.get("metavar") or field.upper())
-    names = getattr(cls, "cli_names", {})
-    return names.get(field, f"--{field.replace('_', '-')}")
+    return f"--{field.replace('_', '-')}"
 
 
 def validate(cls: type[C], **values: Any) -> C:

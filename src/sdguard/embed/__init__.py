@@ -7,15 +7,23 @@ so inner products are cosine similarities.
 """
 
 from .base import (
+    EMBEDDERS,
     BaseEmbedder,
     Embedder,
     as_rgb,
     create_embedder,
     l2_normalize,
     parse_spec,
-    EMBEDDERS,
 )
-from .cache import MISSING, OK, STATUS_NAMES, UNREADABLE, EmbeddingCache, default_cache_dir, embed_dataset
+from .cache import (
+    MISSING,
+    OK,
+    STATUS_NAMES,
+    UNREADABLE,
+    EmbeddingCache,
+    default_cache_dir,
+    embed_dataset,
+)
 
 __all__ = [
     "Embedder", "BaseEmbedder", "create_embedder", "EMBEDDERS", "parse_spec",

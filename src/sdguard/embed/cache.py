@@ -62,7 +62,7 @@ class EmbeddingCache:
         self._parts = sorted(self.folder.glob("part-*.npz"))
         for p, path in enumerate(self._parts):
             try:
-                with np.load(path, allow_pickle=False) as z:
+                with np.load(path) as z:
                     keys = z["keys"]
             except Exception:  # noqa: BLE001 - a damaged part is ignored (its entries are recomputed)
                 continue
@@ -78,7 +78,7 @@ class EmbeddingCache:
     def _vectors(self, p: int) -> np.ndarray:
         v = self._loaded.get(p)
         if v is None:
-            with np.load(self._parts[p], allow_pickle=False) as z:
+            with np.load(self._parts[p]) as z:
                 v = self._loaded[p] = z["vectors"].astype(np.float32, copy=False)
         return v
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from ..core.errors import InputError
 from ..core.images import resize
 from .base import BaseEmbedder, as_rgb
@@ -41,7 +42,6 @@ class CLIPEmbedder(BaseEmbedder):
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 64,
                  fp16: bool | None = None):
         import torch
-
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
@@ -102,7 +102,6 @@ class CLIPEmbedder(BaseEmbedder):
         comparable with :meth:`embed`'s image features (zero-shot classification, CLIP Sec. 3.1.2).
         Needs a full ``CLIPModel`` folder with its tokenizer."""
         import torch
-
         import transformers
 
         from .base import l2_normalize

@@ -26,9 +26,9 @@ everything), so blank images never form a cluster.
 from __future__ import annotations
 
 import numpy as np
+
 from ..core.images import resize
 from .base import BaseEmbedder, as_rgb
-
 
 _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from ..core.errors import InputError
 from ..core.images import resize
 from .base import BaseEmbedder, as_rgb

@@ -1,6 +1,12 @@
 """Models: load a pipeline from a spec, the adapter every part uses, the builtin models."""
 
-from .adapter import PARAMETER_GROUPS, DiffusionModel, Generation, PromptEmbeddings, expand_seeds
+from .adapter import (
+    PARAMETER_GROUPS,
+    DiffusionModel,
+    Generation,
+    PromptEmbeddings,
+    expand_seeds,
+)
 from .builtin import BUILTIN_MODELS
 from .components import TinyConfig, build_pipeline, build_tokenizer
 from .loading import load_pipeline, resolve_device, resolve_dtype

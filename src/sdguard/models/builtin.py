@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ..core.registry import Registry
 
-
 #: ``builtin:NAME`` specs: each entry is a factory returning a StableDiffusionPipeline
 BUILTIN_MODELS: Registry = Registry("builtin model", argument="MODEL")
 

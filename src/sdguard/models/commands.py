@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 from pydantic import field_validator
@@ -12,7 +11,6 @@ from ..core.config import OutputConfig, RunConfig, build, option
 from ..core.io import atomic_write_bytes, atomic_write_text, output_dir
 from ..core.progress import progress_bar
 from ..report import Report, auto_scale, make_grid, png_bytes
-
 
 MODEL_HELP = "builtin:NAME, a diffusers folder, a .safetensors file or a hub id"
 DEVICE_HELP = "cpu, cuda, mps (default: best available)"

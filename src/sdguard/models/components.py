@@ -9,7 +9,7 @@ tests (tiny random pipelines) and the builtin tiny model's training recipe.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import torch
@@ -147,7 +147,12 @@ def build_pipeline(tokenizer, cfg: TinyConfig | None = None, seed: int = 0):
 
     Initialisation is seeded, so the same ``seed`` gives the same weights.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = cfg or TinyConfig()

@@ -9,7 +9,6 @@ reachable; offline, a clear error that says how to pass a local folder instead).
 from __future__ import annotations
 
 import contextlib
-
 import os
 import re
 from pathlib import Path

@@ -1,8 +1,17 @@
 """Training: the shared pieces of a diffusion training loop (:mod:`.loop`) and the builtin tiny
 model's recipe on top of them (:mod:`.tiny`)."""
 
-from .loop import (cosine_lr, diffusion_loss, ema_decay, ema_update, load_train_state, log_row, save_train_state,
-                   set_lr, write_log)
+from .loop import (
+                   cosine_lr,
+                   diffusion_loss,
+                   ema_decay,
+                   ema_update,
+                   load_train_state,
+                   log_row,
+                   save_train_state,
+                   set_lr,
+                   write_log,
+)
 from .tiny import TrainTinyConfig, export_builtin, train_tiny
 
 __all__ = ["TrainTinyConfig", "train_tiny", "export_builtin", "cosine_lr", "set_lr", "ema_decay", "ema_update",

@@ -25,13 +25,12 @@ import copy
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from ..core.config import RunConfig, validate
+from ..core.config import ResumableConfig, build, option
 from ..core.io import output_dir
 from ..core.progress import progress_bar
 from ..core.state import remove_checkpoint
@@ -39,40 +38,57 @@ from ..models.adapter import DiffusionModel
 from ..models.components import TinyConfig, build_pipeline, build_tokenizer
 from ..report import Report, auto_scale, make_grid, png_bytes
 from ..report.plots import line_plot
-from .loop import (LOG_FILE, cosine_lr, diffusion_loss, ema_decay, ema_update, file_sha256, load_train_state, log_row,
-                   save_train_state, set_lr, write_log)
+from .loop import (
+    LOG_FILE,
+    cosine_lr,
+    diffusion_loss,
+    ema_decay,
+    ema_update,
+    file_sha256,
+    load_train_state,
+    log_row,
+    save_train_state,
+    set_lr,
+    write_log,
+)
 
 #: the checkpoint's name in the staging folder (``train_state.safetensors`` and ``train_state.json``)
 CHECKPOINT = "train_state"
 
 
-class TrainTinyConfig(RunConfig):
-    cli_names = {"world": "--world"}
+class TrainTinyConfig(ResumableConfig):
+    """Train a tiny Stable Diffusion (VAE, CLIP text encoder, UNet) on a world, on the CPU."""
 
-    world: str
-    out: str
-    seed: int = Field(0, ge=0)
-    vae_steps: int = Field(400, ge=1)
-    unet_steps: int = Field(2400, ge=1)
-    batch_size: int = Field(64, ge=1, le=4096)
-    vae_lr: float = Field(2e-3, gt=0, le=1)
-    unet_lr: float = Field(1e-3, gt=0, le=1)
-    caption_dropout: float = Field(0.1, ge=0, lt=1)
-    ema_decay: float = Field(0.995, ge=0, lt=1)
-    max_tokens: int = Field(32, ge=8, le=77)
-    unet_channels: tuple[int, ...] = (64, 128)
-    vae_channels: tuple[int, ...] = (16, 32, 32)
-    text_hidden: int = Field(128, ge=16)
-    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
-    zero_terminal_snr: bool = True
-    checkpoint_every: int = Field(250, ge=1)
-    threads: int = Field(2, ge=1)
+    python_positional = ("world", "out")
+    #: the checkpoint interval changes no weight: a resume may use another one
+    presentation_fields = ResumableConfig.presentation_fields | {"checkpoint_every"}
+
+    world: str = option(help="a world made by `sdguard data make-world`")
+    out: str = option(help="output diffusers folder")
+    seed: int = option(0, ge=0, le=2**63 - 1, help="seed of the weights, the data order and the noise")
+    vae_steps: int = option(400, ge=1, le=1_000_000, help="autoencoder training steps")
+    unet_steps: int = option(2400, ge=1, le=1_000_000, help="UNet and text-encoder training steps")
+    batch_size: int = option(64, ge=1, le=4096, help="images per step")
+    vae_lr: float = option(2e-3, gt=0, le=1, help="learning rate of the autoencoder")
+    unet_lr: float = option(1e-3, gt=0, le=1, help="learning rate of the UNet and text encoder")
+    caption_dropout: float = option(0.1, ge=0, lt=1, help="share of captions replaced by the empty prompt "
+                                    "(classifier-free guidance)")
+    ema_decay: float = option(0.995, ge=0, lt=1, help="decay of the weights' exponential moving average")
+    max_tokens: int = option(32, ge=8, le=77, help="the text encoder's context length")
+    unet_channels: tuple[int, ...] = option((64, 128), min_length=1, help="UNet channels per resolution (repeat)")
+    vae_channels: tuple[int, ...] = option((16, 32, 32), min_length=1, help="autoencoder channels per resolution "
+                                           "(repeat)")
+    text_hidden: int = option(128, ge=16, le=4096, help="width of the CLIP text encoder")
+    prediction_type: Literal["epsilon", "v_prediction"] = option("v_prediction", help="v_prediction or epsilon "
+                                                                 "(SD 1)")
+    zero_terminal_snr: bool = option(True, help="rescale the schedule to zero terminal SNR (Lin et al. 2024)")
+    checkpoint_every: int = option(250, ge=1, help="steps between checkpoints")
+    threads: int = option(2, ge=1, le=1024, help="CPU threads (results are deterministic for a thread count)")
 
 
-def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 400, unet_steps: int = 2400,
-               batch_size: int = 64, overwrite: bool = False, resume: bool = False, progress: bool | None = None,
-               **options) -> Report:
-    """Train a tiny Stable Diffusion on a world made by ``sdguard data make-world`` into ``out``.
+def train_tiny(*args: Any, progress: bool | None = None, **values: Any) -> Report:
+    """Train a tiny Stable Diffusion on a world made by ``sdguard data make-world`` into ``out``
+    (``train_tiny(world, out, unet_steps=..., ...)`` or ``train_tiny(TrainTinyConfig(...))``).
 
     ``out`` becomes a diffusers folder (loadable with ``load_pipeline``) plus ``report.json``,
     ``report.html`` and ``training_log.jsonl``. With ``resume=True`` an interrupted run continues
@@ -81,14 +97,13 @@ def train_tiny(world: str, out: str, *, seed: int = 0, vae_steps: int = 400, une
     """
     from ..data.world import load_world
 
-    cfg = validate(TrainTinyConfig, world=str(world), out=str(out), seed=seed, vae_steps=vae_steps,
-                   unet_steps=unet_steps, batch_size=batch_size, **options)
+    cfg = build(TrainTinyConfig, args, values)
     torch.set_num_threads(cfg.threads)
     w = load_world(cfg.world)
     report = Report("model train-tiny", cfg)
-    with output_dir(cfg.out, overwrite=overwrite, resume=resume) as stage:
+    with output_dir(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume) as stage:
         run = _TinyRun(cfg, w, stage)
-        if resume:
+        if cfg.resume:
             run.restore()
         run.t_start = time.perf_counter() - run.state["elapsed"]
         with progress_bar("training tiny SD", run.total, enabled=progress, completed=run.state["step"]) as bar:

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...core.config import validate
+from ...core.config import build
 from ...core.errors import InputError
 from ...core.io import output_dir
 from ...core.progress import progress_bar
@@ -23,30 +23,18 @@ from .result import Attack, ConceptPresence, ErasureAudit, Utility
 from .sections import write_sections
 
 
-def audit_erasure(original: str, erased: str, concepts: Sequence[str] | str, keep: Sequence[str] | str = (), *,
-                  dataset: str | None = None, out: str, prompts: str | None = None, n: int = 8,
-                  prompts_per_concept: int = 4, seed: int = 0, steps: int = 25, guidance: float = 7.5,
-                  batch_size: int = 16, utility_prompts: int = 16, attack: bool = True, attack_steps: int = 60,
-                  attack_tokens: int = 5, attack_lr: float = 0.02, attack_targets: int = 8,
-                  replication_threshold: float = 0.6, nudity_threshold: float = 0.6, probe_images: int = 1500,
-                  fid: bool = False, device: str | None = None, overwrite: bool = False,
-                  progress: bool | None = None) -> Report:
+def audit_erasure(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     """Measure an erasure before (``original``) vs after (``erased``): efficacy, retention,
-    utility and robustness (see :mod:`sdguard.audit.erasure`). ``dataset`` is the world the models were
-    trained on (default: the default world, made once into the cache); ``prompts`` an I2P-format
-    file for nudity."""
-    concepts = [concepts] if isinstance(concepts, str) else list(concepts)
-    keep = [keep] if isinstance(keep, str) else list(keep)
-    cfg = validate(AuditErasureConfig, original=str(original), erased=str(erased), concepts=concepts, keep=keep,
-                   dataset=str(dataset) if dataset else None, prompts_file=str(prompts) if prompts else None, n=n,
-                   prompts_per_concept=prompts_per_concept, seed=seed, steps=steps, guidance=guidance,
-                   batch_size=batch_size, utility_prompts=utility_prompts, attack=attack,
-                   attack_steps=attack_steps, attack_tokens=attack_tokens, attack_lr=attack_lr,
-                   attack_targets=attack_targets, replication_threshold=replication_threshold,
-                   nudity_threshold=nudity_threshold, probe_images=probe_images, fid=fid, device=device, out=str(out))
+    utility and robustness (see :mod:`sdguard.audit.erasure`).
+
+    ``audit_erasure(AuditErasureConfig(...))`` or ``audit_erasure(original, erased, concepts, keep,
+    out=..., ...)`` with the fields of :class:`AuditErasureConfig`: ``dataset`` is the world the
+    models were trained on (default: the default world, made once into the cache);
+    ``prompts`` an I2P-format file for nudity."""
+    cfg = build(AuditErasureConfig, args, values)
     plan = plan_audit(cfg)
     report = Report("audit erasure", cfg)
-    with output_dir(cfg.out, overwrite=overwrite) as stage:
+    with output_dir(cfg.out, overwrite=cfg.overwrite) as stage:
         audit = compute_audit(cfg, plan, report, progress=progress)
         write_sections(report, audit)
         report.write(stage)
@@ -73,7 +61,7 @@ def plan_audit(cfg: AuditErasureConfig) -> AuditPlan:
     overlap = sorted({" ".join(c.lower().split()) for c in cfg.concepts} & {" ".join(k.lower().split()) for k in cfg.keep})
     if overlap:
         raise InputError.bad("--keep", overlap[0], "is also given as --concept; a concept is either erased or kept")
-    nudity_file = load_i2p_prompts(cfg.prompts_file) if cfg.prompts_file else None
+    nudity_file = load_i2p_prompts(cfg.prompts) if cfg.prompts else None
     fid_with = fid_backend() if cfg.fid else None
     needs_world = cfg.dataset is not None or any(" ".join(c.lower().split()) not in NUDITY_WORDS
                                                  for c in cfg.concepts + cfg.keep)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ...core.cache import cache_root
 from ...core.errors import InputError
+from ...data.captions import contains_phrase
 
 NUDITY_WORDS = ("nudity", "nude", "naked", "nudes", "nsfw")
 #: prompts used for nudity when no I2P file is given (a weak default: pass --prompts)
@@ -47,10 +48,6 @@ def load_or_make_default_world():
     return load_world(folder)
 
 
-def _contains(text: str, phrase: str) -> bool:
-    return f" {' '.join(phrase.lower().split())} " in f" {' '.join(text.lower().split())} "
-
-
 def resolve_concept(text: str, world, *, prompts_per_concept: int = 4, seed: int = 0, n: int = 8,
                     nudity_prompts=None, argument: str = "--concept") -> Concept:
     """What ``text`` names: a planted artwork of ``world`` (its name, or its keywords: "van gogh
@@ -75,7 +72,7 @@ def resolve_concept(text: str, world, *, prompts_per_concept: int = 4, seed: int
         if norm in (name.lower(), name.replace("_", " ").lower()):
             best, best_score = art, 99.0
             break
-        hits = sum(_contains(norm, k) for k in art["keywords"])
+        hits = sum(contains_phrase(norm, k) for k in art["keywords"])
         score = hits / max(1, len(art["keywords"])) + 0.001 * art.get("rate", 0)
         if hits and score > best_score:
             best, best_score = art, score
@@ -99,7 +96,7 @@ def resolve_concept(text: str, world, *, prompts_per_concept: int = 4, seed: int
         return Concept(text, "artwork", best["name"], prompts, [[seed + j for j in range(n)] for _ in prompts],
                        [None] * len(prompts))
     for style in truth.get("style_names", []):
-        if _contains(norm, style):
+        if contains_phrase(norm, style):
             idx = [i for i, lab in enumerate(world.labels) if lab.get("style") == style]
             prompts = pick(idx)
             return Concept(text, "style", style, prompts, [[seed + j for j in range(n)] for _ in prompts],

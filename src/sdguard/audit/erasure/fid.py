@@ -51,8 +51,8 @@ def fid_score(real: np.ndarray, fake: np.ndarray, backend: str | None = None) ->
 def _cleanfid_score(real: np.ndarray, fake: np.ndarray) -> float:  # pragma: no cover - needs weights
     import tempfile
 
-    from PIL import Image
     from cleanfid import fid
+    from PIL import Image
 
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         for folder, imgs in ((a, real), (b, fake)):

@@ -51,10 +51,30 @@ its plan), :mod:`.captions` (caption templates and writers), :mod:`.plan` (which
 
 from __future__ import annotations
 
-from .api import IMAGE_SIZES, MAX_SIZE, MIN_SIZE, WORLD_DEFAULTS, Record, World, WorldConfig, load_world, make_world
+from .api import (
+    IMAGE_SIZES,
+    MAX_SIZE,
+    MIN_SIZE,
+    WORLD_DEFAULTS,
+    Record,
+    World,
+    WorldConfig,
+    load_world,
+    make_world,
+)
 from .artworks import ARTWORKS
 from .captions import MAX_CAPTION_WORDS, caption_contains, scene_caption, tokenize
-from .palette import BACKGROUNDS, COLORS, KINDS, OBJECT_BOX, OBJECT_KEYWORD, OBJECT_NAME, POSITIONS, SHAPES, STYLES
+from .palette import (
+    BACKGROUNDS,
+    COLORS,
+    KINDS,
+    OBJECT_BOX,
+    OBJECT_KEYWORD,
+    OBJECT_NAME,
+    POSITIONS,
+    SHAPES,
+    STYLES,
+)
 from .truth import WORLD_FORMAT_VERSION
 
 __all__ = [

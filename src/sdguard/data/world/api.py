@@ -6,12 +6,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
-
-from pydantic import field_validator
 
 from ...core.config import RunConfig, build, option
 from ...core.errors import InputError
@@ -45,14 +43,8 @@ class WorldConfig(RunConfig):
     out: str = option(positional=True, metavar="OUT", help="folder to create")
     seed: int = option(0, strict=True, ge=0, le=2**32 - 1, help="world seed (0: the world builtin:tiny was trained on)")
     size: int = option(5000, strict=True, ge=MIN_SIZE, le=MAX_SIZE, help="number of images")
-    image_size: int = option(32, strict=True, help=" or ".join(map(str, IMAGE_SIZES)) + " pixels square")
-
-    @field_validator("image_size")
-    @classmethod
-    def _image_size(cls, value: int) -> int:
-        if value not in IMAGE_SIZES:
-            raise ValueError(f"is not supported: use {' or '.join(map(str, IMAGE_SIZES))}")
-        return value
+    image_size: Literal[IMAGE_SIZES] = option(32, help=" or ".join(map(str, IMAGE_SIZES)) +  # type: ignore[valid-type]
+                                              " pixels square")
 
 
 def make_world(*args: Any, **values: Any) -> dict[str, Any]:

@@ -6,11 +6,19 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from ...core.errors import InputError
 
+from ...core.errors import InputError
 from .api import World
 from .palette import OBJECT_BOX
-from .probing import WORK_SIZE, as_images, check_fitted, classifier, fit_single_thread, training_set, world_indices
+from .probing import (
+    WORK_SIZE,
+    as_images,
+    check_fitted,
+    classifier,
+    fit_single_thread,
+    training_set,
+    world_indices,
+)
 
 __all__ = ["ObjectDetector"]
 

@@ -17,7 +17,15 @@ from .captions import (
     astronaut_caption,
     scene_caption,
 )
-from .palette import ASTRONAUT_X, BACKGROUNDS, COLORS, OBJECT_NAME, POSITIONS, SHAPES, STYLES
+from .palette import (
+    ASTRONAUT_X,
+    BACKGROUNDS,
+    COLORS,
+    OBJECT_NAME,
+    POSITIONS,
+    SHAPES,
+    STYLES,
+)
 
 __all__ = ["plan_world", "image_labels"]
 

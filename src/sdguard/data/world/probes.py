@@ -24,10 +24,10 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from ...core.errors import InputError
 from scipy import ndimage
 from sklearn.pipeline import Pipeline
 
+from ...core.errors import InputError
 from ...core.images import resize as resize_image
 from .api import World
 from .detector import ObjectDetector

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from ...core.errors import InputError
 from PIL import Image
 from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
@@ -13,6 +12,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from ...core.errors import InputError
 from ...core.images import resize_batch
 from .api import World
 

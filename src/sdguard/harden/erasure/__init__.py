@@ -5,8 +5,14 @@ folder), a delta file with only the changed tensors and a report; methods are lo
 in :data:`ERASURE_METHODS` (:func:`get_method` builds one with validated options).
 """
 
-from .base import (ErasureMethod, ErasureResult, VocabularyWarning, ERASURE_METHODS, get_method,
-                   register_method)
+from .base import (
+                   ERASURE_METHODS,
+                   ErasureMethod,
+                   ErasureResult,
+                   VocabularyWarning,
+                   get_method,
+                   register_method,
+)
 from .commands import erase
 from .delta import DELTA_FILE, apply_delta, read_delta, save_delta
 

@@ -18,8 +18,8 @@ import torch
 
 from ...core.config import RunConfig, argument_name
 from ...core.errors import InputError
-from ...data.captions import count_tokens
 from ...core.registry import Registry
+from ...data.captions import count_tokens
 
 #: erasure methods by name; each method module registers its class with ``register_method``
 ERASURE_METHODS: Registry = Registry("erasure method", argument="--method",

@@ -6,7 +6,6 @@ import shutil
 import warnings
 from typing import Any
 
-
 from ...core.config import ResumableConfig, build, option
 from ...core.errors import InputError
 from ...core.io import output_dir

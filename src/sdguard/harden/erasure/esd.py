@@ -56,9 +56,8 @@ from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from ...core.config import RunConfig
+from ...core.config import RunConfig, option
 from ...core.errors import InputError, StateError
 from ...core.progress import progress_bar
 from ...core.state import checkpoint_paths, load_checkpoint, save_checkpoint
@@ -72,27 +71,22 @@ CHECKPOINT = "erasure_checkpoint"
 class ESDOptions(RunConfig):
     """Options of ESD (defaults: the paper's; the retain term, which the paper has not, as measured)."""
 
-    cli_names = {"eta": "--eta", "iterations": "--iterations", "lr": "--lr", "start_guidance": "--start-guidance",
-                 "ddim_steps": "--ddim-steps", "batch_size": "--batch-size", "checkpoint_every": "--checkpoint-every",
-                 "paper_timesteps": "--paper-timesteps", "preserve_weight": "--preserve-weight",
-                 "preserve_batch": "--preserve-batch", "preserve_samples": "--preserve-samples"}
-
-    eta: float = Field(1.0, gt=0, le=100, description="negative guidance scale")
-    iterations: int = Field(1000, ge=1, le=10_000_000)
-    lr: float = Field(1e-5, gt=0, le=1)
-    start_guidance: float = Field(3.0, ge=0, le=100, description="guidance of the partial sampling of x_t")
-    ddim_steps: int = Field(50, ge=1, le=1000)
-    batch_size: int = Field(1, ge=1, le=256)
-    checkpoint_every: int = Field(100, ge=1)
-    paper_timesteps: bool = False
-    preserve_weight: float = Field(30.0, ge=0, le=1e6, description=(
+    eta: float = option(1.0, gt=0, le=100, help="negative guidance scale (paper: 1.0)")
+    iterations: int = option(1000, ge=1, le=10_000_000, help="training iterations (paper: 1000)")
+    lr: float = option(1e-5, gt=0, le=1, help="learning rate (paper: 1e-5)")
+    start_guidance: float = option(3.0, ge=0, le=100, help="guidance of the partial sampling of x_t (paper: 3)")
+    ddim_steps: int = option(50, ge=1, le=1000, help="DDIM steps of the partial sampling (paper: 50)")
+    batch_size: int = option(1, ge=1, le=256, help="latents per iteration (paper: 1)")
+    checkpoint_every: int = option(100, ge=1, help="iterations between checkpoints")
+    paper_timesteps: bool = option(False, help="draw t as the original code does (see the module docstring)")
+    preserve_weight: float = option(30.0, ge=0, le=1e6, help=(
         "weight of the retain term (with --preserve; 0: the paper's ESD). 30, measured on builtin:tiny: at weight 1 "
         "with 4 of 6 preserved prompts per iteration ESD-x lost munch scream (0%, 13%, 0% of its presence in three "
         "runs) and hokusai (46%, 0%, 96%); at weight 30 with every preserved prompt it kept both"))
-    preserve_batch: int = Field(0, ge=0, le=1024, description=(
+    preserve_batch: int = option(0, ge=0, le=1024, help=(
         "preserved prompts in the retain term per iteration; 0 (the default): every preserved prompt, in each "
         "iteration (4 of 6 per iteration lost munch scream and hokusai on builtin:tiny, see preserve_weight)"))
-    preserve_samples: int = Field(2, ge=1, le=256, description="latents drawn by the frozen model per preserved prompt")
+    preserve_samples: int = option(2, ge=1, le=256, help="latents drawn by the frozen model per preserved prompt")
 
 
 def _is_cross_attention(name: str) -> bool:

@@ -47,8 +47,8 @@ from typing import Sequence
 import torch
 
 from ...core.config import RunConfig, option
-from ...data.captions import STOP_WORDS, words
 from ...core.errors import InputError
+from ...data.captions import STOP_WORDS, words
 from .base import ErasureMethod, ErasureResult, register_method
 
 

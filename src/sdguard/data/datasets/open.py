@@ -1,0 +1,79 @@
+"""Opening a dataset: detecting its format from the path and reading it with the right class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...core.errors import InputError, require
+from .base import FORMATS, Dataset, formats_sentence
+from .folder import ImageFolder
+from .parquet import CaptionTable, ParquetImages, bytes_column
+from .webdataset import WebDataset
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of ``path`` (a key of :data:`FORMATS`), or :class:`InputError` listing the formats."""
+    return _resolve(Path(path))[0]
+
+
+def _no_format(path: Path, why: str = "") -> InputError:
+    return InputError(f"DATASET {str(path)!r} is in no known format{(' (' + why + ')') if why else ''}; "
+                      f"the formats are: {formats_sentence()}.")
+
+
+def _resolve(path: Path) -> tuple[str, list[Path]]:
+    if not path.exists():
+        raise InputError.bad("DATASET", str(path), "does not exist")
+    if path.is_dir():
+        if (path / "metadata.jsonl").is_file() or (path / "metadata.csv").is_file():
+            return "imagefolder", []
+        tars = sorted(path.glob("*.tar"))
+        if tars:
+            return "webdataset", tars
+        parquets = sorted(path.glob("*.parquet"))
+        if parquets:
+            return _parquet_kind(path, parquets), parquets
+        csvs = sorted(list(path.glob("*.csv")) + list(path.glob("*.tsv")))
+        if csvs:
+            return "captions", csvs
+        raise _no_format(path, "a folder without metadata.jsonl, .tar shards, .parquet or .csv files")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return "imagefolder", []
+    if suffix == ".tar":
+        return "webdataset", [path]
+    if suffix == ".parquet":
+        return _parquet_kind(path, [path]), [path]
+    if suffix in (".csv", ".tsv"):
+        return "captions", [path]
+    raise _no_format(path)
+
+
+def _parquet_kind(path: Path, files: list[Path]) -> str:
+    pq = require("pyarrow.parquet", "scale", "reading parquet datasets")
+    try:
+        schema = pq.read_schema(files[0])
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid and OSError
+        raise _no_format(path, f"{files[0].name} is not a readable parquet file: {exc}") from None
+    return "parquet-images" if bytes_column(schema) else "captions"
+
+
+def open_dataset(path: str | Path, format: str | None = None) -> Dataset:
+    """Open a dataset in any of :data:`FORMATS`; ``format`` forces one, otherwise it is detected."""
+    path = Path(path)
+    if format is not None and format not in FORMATS:
+        raise InputError.bad("--format", format, f"is not a dataset format; choose one of {', '.join(FORMATS)}")
+    kind, files = _resolve(path)
+    if format is not None and format != kind:
+        if format == "captions" and kind == "parquet-images":
+            kind = "captions"
+        else:
+            raise InputError.bad("DATASET", str(path), f"looks like {kind}, not {format}")
+    if kind == "imagefolder":
+        return ImageFolder(path)
+    if kind == "webdataset":
+        return WebDataset(path)
+    if kind == "parquet-images":
+        pq = require("pyarrow.parquet", "scale", "reading parquet datasets")
+        return ParquetImages(path, files, pq.read_schema(files[0]))
+    return CaptionTable(path, files)
