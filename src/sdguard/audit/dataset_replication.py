@@ -37,7 +37,7 @@ from ..core.errors import require
 from ..core.images import fit_within
 from ..core.io import atomic_write_bytes
 from ..data.captions import MAX_TOKENS, KeywordFilter, drop_long, frequent_words
-from ..data.datasets import FORMATS, Entries, SkipCounter, open_dataset
+from ..data.datasets import FORMATS, Entries, SkipCounter, issues_sentence, open_dataset
 from ..report import Report, make_grid, png_bytes
 from .clustering import METHODS, Clustering, cluster_embeddings
 
@@ -347,6 +347,9 @@ def data_summary(result: DataAuditResult, cfg: DataAuditConfig) -> list[str]:
             summary.append("no entry is left after dropping long captions; nothing to cluster")
     if skipped.total:
         summary.append(f"{skipped.total} image(s) skipped: {skipped.missing} missing, {skipped.unreadable} unreadable")
+    issues = issues_sentence(result.dataset.get("issues", {}))
+    if issues:
+        summary.append(issues)
     if n_ok:
         th, co = result.clustering.threshold, result.cooccurrence
         summary.append(f"{n_ok} images embedded with {cfg.embedder}; threshold {th.value:.4g} ({th.source})")

@@ -291,7 +291,7 @@ def audit_generations(*args: Any, progress: bool | None = None, **values: Any) -
     report.add_model("model", m)
     with output_dir(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume) as stage:
         result = compute_generation_audit(cfg, m, ds, emb, stage, report, progress=progress)
-        report.results = result.to_dict()
+        report.results = {**result.to_dict(), "dataset": ds.describe()}
         render_generation_audit(report, result, cfg, ds)
         report.artifacts = ["prompts.json", "generations/"]
         report.write(stage)

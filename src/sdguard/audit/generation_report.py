@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.images import resize
+from ..data.datasets import issues_sentence
 from ..report import Report, auto_scale, make_grid, png_bytes
 from .extraction import CLIQUE_FLAG
 from .generation_result import GenerationAuditResult
@@ -23,6 +24,9 @@ def render_generation_audit(report: Report, result: GenerationAuditResult, cfg, 
         _object_section(report, result.object)
     _grids(report, result, ds)
     report.summary = generation_summary(result, cfg)
+    issues = issues_sentence(ds.describe().get("issues", {}))
+    if issues:
+        report.summary.append(issues)
 
 
 def generation_summary(result: GenerationAuditResult, cfg) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..core.cache import cache_dir
+from ..core.errors import InputError
 from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.progress import progress_bar
 
@@ -129,8 +130,13 @@ def embed_dataset(dataset, entries, embedder, *, cache: EmbeddingCache | None = 
     :data:`OK`, :data:`MISSING` or :data:`UNREADABLE` (rows of unread entries are zero). Unread
     images are also counted in ``skipped`` (a :class:`~sdguard.data.datasets.SkipCounter`). With
     ``cache``, cached entries are not recomputed and each computed chunk is stored before the next
-    starts, so an interrupted run resumes where it stopped.
+    starts, so an interrupted run resumes where it stopped. Entries of which not one image could
+    be read are an :class:`~sdguard.core.errors.InputError` (DESIGN.md: input that is all
+    unreadable is an error, not an empty success).
     """
+    from ..data.datasets import SkipCounter
+
+    skipped = skipped if skipped is not None else SkipCounter()
     n = len(entries)
     vectors = np.zeros((n, embedder.dim), np.float32)
     status = np.full(n, OK, np.int8)
@@ -145,8 +151,7 @@ def embed_dataset(dataset, entries, embedder, *, cache: EmbeddingCache | None = 
             for pos, item in zip(chunk, dataset.images(entries.rows[chunk], max_side=max_side)):
                 if item.image is None:
                     status[pos] = MISSING if item.error == "missing" else UNREADABLE
-                    if skipped is not None:
-                        skipped.add(entries.file_names[pos], item.error or "unreadable", item.detail)
+                    skipped.add(entries.file_names[pos], item.error or "unreadable", item.detail)
                     continue
                 images.append(item.image)
                 where.append(pos)
@@ -156,4 +161,15 @@ def embed_dataset(dataset, entries, embedder, *, cache: EmbeddingCache | None = 
                 if cache is not None:
                     cache.put([entries.file_names[i] for i in where], emb)
             bar.advance(len(chunk))
+    if n and not (status == OK).any():
+        raise nothing_readable(dataset, n, status, skipped)
     return vectors, status
+
+
+def nothing_readable(dataset, n: int, status: np.ndarray, skipped) -> InputError:
+    """The sentence for entries of which no image could be read (with the first failure)."""
+    first = skipped.examples[0] if skipped.examples else None
+    example = f"; the first, {first['file_name']!r}: {first['detail'] or first['error']}" if first else ""
+    return InputError(f"DATASET {str(dataset.path)!r}: none of the {n} images to embed could be read "
+                      f"({int((status == MISSING).sum())} missing, {int((status == UNREADABLE).sum())} unreadable"
+                      f"{example.rstrip('.')}).")

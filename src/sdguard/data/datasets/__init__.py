@@ -16,9 +16,16 @@ Every format reads as a :class:`Dataset`: a sequence of entries (``row``, ``file
 small formats, in DuckDB over parquet (see :mod:`sdguard.data.captions`), so metadata of
 millions of rows never passes through Python. Images are decoded only when asked for; a missing
 or unreadable image is reported per entry and counted, never fatal.
+
+Datasets are untrusted input (:mod:`.paths`): a record whose image path leaves the dataset folder
+(``..``, an absolute path, a symlink out unless ``open_dataset(..., allow_symlinks=True)``) is
+refused before anything is read; truncated shards, unparseable metadata and invalid UTF-8 are
+refused naming the file and line; captions that are not text read as "" and are counted per
+reason in ``Dataset.issues`` (``describe()["issues"]``).
 """
 
 from .base import (
+    CAPTION_ISSUES,
     FORMATS,
     Dataset,
     Entries,
@@ -26,13 +33,16 @@ from .base import (
     SkipCounter,
     decode_image,
     formats_sentence,
+    issues_sentence,
 )
 from .folder import ImageFolder
 from .open import detect_format, open_dataset
 from .parquet import CaptionTable, ParquetImages
+from .paths import RecordPaths
 from .webdataset import WebDataset
 
 __all__ = [
     "FORMATS", "Dataset", "Entries", "LoadedImage", "SkipCounter", "ImageFolder", "WebDataset", "ParquetImages",
-    "CaptionTable", "open_dataset", "detect_format", "decode_image", "formats_sentence",
+    "CaptionTable", "open_dataset", "detect_format", "decode_image", "formats_sentence", "CAPTION_ISSUES",
+    "issues_sentence", "RecordPaths",
 ]

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator, Sequence
@@ -26,6 +27,13 @@ FORMATS: dict[str, str] = {
 CAPTION_COLUMNS = ("text", "caption", "txt", "prompt", "TEXT", "CAPTION")
 
 MISSING, UNREADABLE = "missing", "unreadable"
+
+#: why a record's caption reads as "" (counted per reason in ``Dataset.issues`` and the reports)
+CAPTION_ISSUES = {
+    "captions_not_text": "caption(s) not text (a number, null, list or object)",
+    "captions_missing": "record(s) without a caption",
+    "captions_not_utf8": "caption(s) not valid UTF-8 (read with replacement characters)",
+}
 
 
 def formats_sentence() -> str:
@@ -128,6 +136,7 @@ class Dataset(ABC):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.issues: Counter = Counter()  # CAPTION_ISSUES reason -> records
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -145,7 +154,9 @@ class Dataset(ABC):
         """The files whose change means the dataset changed (for cache fingerprints)."""
 
     def images(self, rows: Sequence[int], *, max_side: int | None = None) -> Iterator[LoadedImage]:
-        """The images of ``rows`` in order; unreadable ones come with ``error`` set."""
+        """The images of ``rows`` in order; unreadable ones come with ``error`` set. A record whose
+        path leaves the dataset folder raises :class:`InputError` before anything is read
+        (:mod:`.paths`)."""
         for row, source in self._sources([int(r) for r in rows]):
             yield _load(row, source, max_side)
 
@@ -159,7 +170,9 @@ class Dataset(ABC):
         return hashlib.sha256(key.encode()).hexdigest()[:24]
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "format": self.format, "entries": len(self)}
+        """Path, format, number of entries and ``issues``: records counted per CAPTION_ISSUES reason."""
+        return {"path": str(self.path), "format": self.format, "entries": len(self),
+                "issues": {k: int(v) for k, v in sorted(self.issues.items()) if v}}
 
 
 class InMemoryDataset(Dataset):
@@ -188,9 +201,22 @@ class InMemoryDataset(Dataset):
         return Entries(np.asarray(idx, np.int64), [self._file_names[i] for i in idx], [self._texts[i] for i in idx])
 
 
-def caption_of(obj: dict) -> str:
+def caption_of(obj: dict, issues: Counter | None = None) -> str:
+    """The first caption field of ``obj`` that is text; "" (counted in ``issues``) when the caption
+    fields hold only numbers, null, lists or objects, or there is none."""
+    present = False
     for key in CAPTION_COLUMNS:
-        value = obj.get(key)
-        if isinstance(value, str):
-            return value
+        if key in obj:
+            value = obj[key]
+            if isinstance(value, str):
+                return value
+            present = True
+    if issues is not None:
+        issues["captions_not_text" if present else "captions_missing"] += 1
     return ""
+
+
+def issues_sentence(issues: dict) -> str | None:
+    """A summary line for a report from ``describe()["issues"]`` (None when there is nothing to say)."""
+    parts = [f"{n} {CAPTION_ISSUES.get(k, k)}" for k, n in issues.items() if n]
+    return "dataset: " + "; ".join(parts) + " (matched as empty captions)" if parts else None

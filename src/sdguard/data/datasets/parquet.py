@@ -7,10 +7,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ...core.errors import InputError, require
-from ..captions import KeywordFilter, filter_parquet
+from ...core.errors import InputError, SdguardError, require
+from ..captions import KeywordFilter, duckdb_connect, filter_parquet, parquet_list_sql
 from .base import CAPTION_COLUMNS, Dataset, Entries, InMemoryDataset, formats_sentence
 from .folder import read_csv
+from .paths import RecordPaths
 
 PATH_COLUMNS = ("file_name", "image_path", "image", "path", "filepath", "file", "filename", "img_path")
 BYTES_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "img", "image_bytes", "bytes")
@@ -27,14 +28,29 @@ def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
     return None
 
 
+def _damaged(path: Path, exc: Exception) -> InputError:
+    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return InputError.bad("DATASET", str(path), f"is not a readable parquet file ({why})")
+
+
+def parquet_file(path: Path):
+    """``pyarrow.parquet.ParquetFile(path)``, or :class:`InputError` naming a damaged file."""
+    pq = require("pyarrow.parquet", "scale", "reading parquet datasets")
+    try:
+        return pq.ParquetFile(path)
+    except SdguardError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+        raise _damaged(path, exc) from None
+
+
 class _ParquetBase(Dataset):
     """Parquet files whose captions are filtered in DuckDB."""
 
     def __init__(self, path: str | Path, files: list[Path], text_column: str, extra: Sequence[str]):
         super().__init__(path)
         self.files, self.text_column, self._extra = files, text_column, [c for c in extra if c]
-        pq = require("pyarrow.parquet", "scale", "reading parquet datasets")
-        self._counts = [pq.ParquetFile(f).metadata.num_rows for f in files]
+        self._counts = [parquet_file(f).metadata.num_rows for f in files]
         self._offsets = np.cumsum([0] + self._counts)
         self._starts: dict[int, np.ndarray] = {}
         self._group_cache: tuple | None = None
@@ -46,8 +62,27 @@ class _ParquetBase(Dataset):
         return list(self.files)
 
     def _query(self, where: KeywordFilter | None):
-        return filter_parquet(self.files, where or KeywordFilter(), text_column=self.text_column,
-                              columns=self._extra)
+        try:
+            return filter_parquet(self.files, where or KeywordFilter(), text_column=self.text_column,
+                                  columns=self._extra)
+        except SdguardError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - duckdb.Error on damaged or mismatched files
+            raise _damaged(self.path, exc) from None
+
+    def describe(self) -> dict:
+        """As :meth:`Dataset.describe`; null captions count as ``captions_not_text`` (one DuckDB scan)."""
+        if "captions_not_text" not in self.issues:
+            col = self.text_column.replace('"', '""')
+            try:
+                nulls = duckdb_connect().execute(f'SELECT count(*) - count("{col}") FROM '
+                                                 f"read_parquet({parquet_list_sql(self.files)})").fetchone()[0]
+            except SdguardError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise _damaged(self.path, exc) from None
+            self.issues["captions_not_text"] = int(nulls or 0)
+        return super().describe()
 
     def _locate(self, row: int) -> tuple[int, int]:
         f = int(np.searchsorted(self._offsets, row, side="right") - 1)
@@ -56,8 +91,7 @@ class _ParquetBase(Dataset):
     def _group_starts(self, f: int) -> np.ndarray:
         starts = self._starts.get(f)
         if starts is None:
-            pq = require("pyarrow.parquet", "scale", "reading parquet datasets")
-            meta = pq.ParquetFile(self.files[f]).metadata
+            meta = parquet_file(self.files[f]).metadata
             starts = self._starts[f] = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
         return starts
 
@@ -66,7 +100,6 @@ class _ParquetBase(Dataset):
         stays cached, so consecutive batches of one row group do not read it again)."""
         import pyarrow as pa
 
-        pq = require("pyarrow.parquet", "scale", "reading parquet datasets")
         needed: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for r in rows:
             f, i = self._locate(r)
@@ -78,7 +111,12 @@ class _ParquetBase(Dataset):
             key = (f, g, column)
             if self._group_cache is None or self._group_cache[0] != key:
                 self._group_cache = None  # free the previous group first
-                col = pq.ParquetFile(self.files[f]).read_row_group(g, columns=[column]).column(0)
+                try:
+                    col = parquet_file(self.files[f]).read_row_group(g, columns=[column]).column(0)
+                except SdguardError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - damaged pages
+                    raise _damaged(self.files[f], exc) from None
                 self._group_cache = (key, col)
             col = self._group_cache[1]
             taken = col.take(pa.array([j for _, j in items], pa.int64())).to_pylist()
@@ -138,34 +176,23 @@ def bytes_column(schema) -> str | None:
 
 
 class CaptionTable(Dataset):
-    """A table of captions with image paths (CSV in memory, parquet filtered in DuckDB)."""
+    """A table of captions with image paths (CSV in memory, parquet filtered in DuckDB); every path
+    must stay inside the table's folder (:mod:`.paths`; ``allow_symlinks`` permits symlinks out)."""
 
     format = "captions"
 
-    def __init__(self, path: str | Path, files: list[Path]):
+    def __init__(self, path: str | Path, files: list[Path], *, allow_symlinks: bool = False):
         super().__init__(path)
         self.files = files
         self.root = files[0].parent
+        paths = RecordPaths(path, allow_symlinks)
         if files[0].suffix.lower() == ".parquet":
-            pq = require("pyarrow.parquet", "scale", "reading parquet datasets")
-            names = pq.read_schema(files[0]).names
-            self._impl: Dataset = _PathParquet(path, files, names)
+            self._impl: Dataset = _PathParquet(path, files, parquet_file(files[0]).schema_arrow.names, paths)
         else:
-            file_names, texts, roots = [], [], []
+            self._impl = _PathList(path, paths)
             for f in files:
-                reader = read_csv(f)
-                rows = list(reader)
-                cols = list(rows[0].keys()) if rows else []
-                pcol, tcol = _pick(cols, PATH_COLUMNS), _pick(cols, CAPTION_COLUMNS)
-                if rows and (pcol is None or tcol is None):
-                    raise InputError.bad("DATASET", str(f), "is a table without an image path column "
-                                         f"({'/'.join(PATH_COLUMNS[:4])}) and a caption column "
-                                         f"({'/'.join(CAPTION_COLUMNS[:3])}); known formats: {formats_sentence()}")
-                for row in rows:
-                    file_names.append(row.get(pcol) or "")
-                    texts.append(row.get(tcol) or "")
-                    roots.append(f.parent)
-            self._impl = _PathList(path, file_names, texts, roots)
+                self._impl.add_table(f)
+        self.issues = self._impl.issues
 
     def __len__(self) -> int:
         return len(self._impl)
@@ -179,11 +206,36 @@ class CaptionTable(Dataset):
     def _index_files(self) -> list[Path]:
         return list(self.files)
 
+    def describe(self) -> dict:
+        return {**super().describe(), "issues": self._impl.describe()["issues"]}
+
 
 class _PathList(InMemoryDataset):
-    def __init__(self, path, file_names, texts, roots):
-        super().__init__(path, file_names, texts)
-        self._roots = roots
+    """The rows of CSV caption tables: a path (relative to its table's folder) and a caption."""
+
+    def __init__(self, path, paths: RecordPaths):
+        super().__init__(path, [], [])
+        self.paths = paths
+        self._tables: list[tuple[Path, str]] = []  # (folder, path column) of each table
+        self._table_of: list[int] = []  # per row
+
+    def add_table(self, f: Path) -> None:
+        cols, rows = read_csv(f)
+        pcol, tcol = _pick(cols, PATH_COLUMNS), _pick(cols, CAPTION_COLUMNS)
+        if rows and (pcol is None or tcol is None):
+            raise InputError.bad("DATASET", str(f), "is a table without an image path column "
+                                 f"({'/'.join(PATH_COLUMNS[:4])}) and a caption column "
+                                 f"({'/'.join(CAPTION_COLUMNS[:3])}); known formats: {formats_sentence()}")
+        self._tables.append((f.parent, pcol))
+        for row in rows:
+            name = row.get(pcol) or ""
+            if name:
+                self.paths.relative(len(self._file_names) + 1, pcol, name)
+            if row.get(tcol) is None:
+                self.issues["captions_missing"] += 1
+            self._file_names.append(name)
+            self._texts.append(row.get(tcol) or "")
+            self._table_of.append(len(self._tables) - 1)
 
     def _index_files(self):  # pragma: no cover - the owning CaptionTable answers
         return []
@@ -191,11 +243,12 @@ class _PathList(InMemoryDataset):
     def _sources(self, rows):
         for r in rows:
             name = self._file_names[r]
-            yield r, (self._roots[r] / name) if name else None
+            root, column = self._tables[self._table_of[r]]
+            yield r, self.paths.resolve(r + 1, column, name, root) if name else None
 
 
 class _PathParquet(_ParquetBase):
-    def __init__(self, path, files, names):
+    def __init__(self, path, files, names, paths: RecordPaths):
         self.path_column = _pick(names, PATH_COLUMNS)
         text = _pick(names, CAPTION_COLUMNS)
         if self.path_column is None or text is None:
@@ -203,12 +256,16 @@ class _PathParquet(_ParquetBase):
                                  f"({'/'.join(PATH_COLUMNS[:4])}) or captions ({'/'.join(CAPTION_COLUMNS[:3])}); "
                                  f"known formats: {formats_sentence()}")
         super().__init__(path, files, text, [self.path_column])
+        self.paths = paths
         self._names: dict[int, str] = {}
 
     def entries(self, where=None) -> Entries:
         table = self._query(where)
         rows = np.asarray(table.column("row").to_numpy(zero_copy_only=False), np.int64)
-        names = [n or "" for n in table.column(self.path_column).to_pylist()]
+        names = [n if isinstance(n, str) else "" for n in table.column(self.path_column).to_pylist()]
+        for r, name in zip(rows.tolist(), names):
+            if name:
+                self.paths.relative(r + 1, self.path_column, name)
         self._names.update(zip(rows.tolist(), names))
         return Entries(rows, names, [t or "" for t in table.column("text").to_pylist()])
 
@@ -219,5 +276,5 @@ class _PathParquet(_ParquetBase):
         root = self.files[0].parent
         for r in rows:
             name = self._names.get(r)
-            yield r, (root / name) if name else None
-
+            name = name if isinstance(name, str) else ""
+            yield r, self.paths.resolve(r + 1, self.path_column, name, root) if name else None
