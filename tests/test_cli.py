@@ -80,10 +80,16 @@ def test_existing_output_refused_unless_overwrite(run_cli, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, _, stderr = run_cli("generate", "builtin:tiny-random", "a", "--n", 1, "--steps", 1, "--out", out)
+    args = ("generate", "builtin:tiny-random", "a", "--n", 1, "--steps", 1, "--out")
+    code, _, stderr = run_cli(*args, out)
     assert code == 2 and "--overwrite" in stderr and (out / "keep.txt").exists()
-    code, _, _ = run_cli("generate", "builtin:tiny-random", "a", "--n", 1, "--steps", 1, "--out", out, "--overwrite")
-    assert code == 0 and not (out / "keep.txt").exists() and (out / "report.json").exists()
+    code, _, stderr = run_cli(*args, out, "--overwrite")  # not a folder sdguard wrote
+    assert code == 2 and "did not write" in stderr and (out / "keep.txt").read_text() == "mine"
+    ours = tmp_path / "ours"
+    assert run_cli(*args, ours)[0] == 0
+    (ours / "old.txt").write_text("from the first run")
+    code, _, _ = run_cli(*args, ours, "--overwrite")
+    assert code == 0 and not (ours / "old.txt").exists() and (ours / "report.json").exists()
 
 
 def test_usage_error_exit_2(run_cli):

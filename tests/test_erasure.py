@@ -302,13 +302,18 @@ def test_cli_erase_bad_input(run_cli, tmp_path, args, words):
 
 
 def test_cli_erase_refuses_an_existing_folder_unless_overwrite(run_cli, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    args = ("erase", "builtin:tiny-random", "--concept", "red circle", "--method", "uce", "--preview", 0, "--out")
+    code, _, stderr = run_cli(*args, mine, "--overwrite")  # not a folder sdguard wrote
+    assert code == 2 and "did not write" in stderr, stderr
+    assert (mine / "keep.txt").read_text() == "mine"
     out = tmp_path / "o"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    args = ("erase", "builtin:tiny-random", "--concept", "red circle", "--method", "uce", "--preview", 0, "--out", out)
-    code, _, stderr = run_cli(*args)
+    assert run_cli(*args, out)[0] == 0
+    (out / "old.txt").write_text("from the first run")
+    code, _, stderr = run_cli(*args, out)
     assert code == 2 and "--overwrite" in stderr and "already exists" in stderr, stderr
-    assert (out / "keep.txt").read_text() == "mine"
-    code, _, stderr = run_cli(*args, "--overwrite")
+    code, _, stderr = run_cli(*args, out, "--overwrite")
     assert code == 0, stderr
-    assert not (out / "keep.txt").exists() and (out / "erasure_delta.safetensors").is_file()
+    assert not (out / "old.txt").exists() and (out / "erasure_delta.safetensors").is_file()

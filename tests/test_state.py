@@ -88,7 +88,7 @@ def test_a_corrupt_tensor_file_is_refused(saved, tmp_path):
     st.write_bytes(bytes(data))
     with pytest.raises(StateError, match=r"^--resume '.*ck\.safetensors' does not match its checkpoint record") as exc:
         load_checkpoint(tmp_path, "ck", key=KEY)
-    assert exc.value.exit_code == 2 and str(exc.value).endswith("rerun without --resume.")
+    assert exc.value.exit_code == 2 and str(exc.value).endswith("start anew with --overwrite instead of --resume.")
     st.write_bytes(b"")
     with pytest.raises(StateError, match="ck.safetensors"):
         load_checkpoint(tmp_path, "ck", key=KEY)

@@ -62,7 +62,7 @@ def test_interrupted_training_resumes_to_the_same_weights(small_world, reference
         training.train_tiny(small_world, tmp_path / "run", **SMALL)
     staging = tmp_path / ".run.partial"
     assert not (tmp_path / "run").exists()
-    assert not staging.exists()  # without --resume a failed run leaves nothing
+    assert checkpoint_exists(staging, training.CHECKPOINT)  # kept for --resume, even without it
 
     with pytest.raises(Crash):
         training.train_tiny(small_world, tmp_path / "run", resume=True, **SMALL)

@@ -101,7 +101,8 @@ def test_different_seed_gives_a_different_world(roots):
 def test_layout_is_an_imagefolder_with_labels(world, roots):
     root = roots[0]
     assert len(world) == SIZE
-    assert sorted(p.name for p in root.iterdir()) == ["ground_truth.json", "images", "labels.jsonl", "metadata.jsonl"]
+    assert sorted(p.name for p in root.iterdir()) == [".sdguard.json", "ground_truth.json", "images", "labels.jsonl",
+                                                       "metadata.jsonl"]  # .sdguard.json: sdguard's marker
     assert len(list((root / "images").glob("*.png"))) == SIZE
     first = json.loads((root / "metadata.jsonl").read_text().splitlines()[0])
     assert set(first) == {"file_name", "text"} and first["file_name"] == "images/00000.png"

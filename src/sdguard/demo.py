@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core.config import OutputConfig, build, option
-from .core.io import output_dir
+from .core.config import OutputConfig, build, option, output_for
 from .models.builtin import tiny_available
 from .report import Report
 
@@ -38,7 +37,7 @@ def demo(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     n, top_clusters = cfg.n, cfg.top_clusters
     model = "builtin:tiny" if tiny_available() else "builtin:tiny-random"
     report = Report("demo", {"model": model, **cfg.model_dump(), "world": dict(WORLD_DEFAULTS)})
-    with output_dir(cfg.out, overwrite=cfg.overwrite) as stage:
+    with output_for(cfg, "demo") as stage:
         with report.timer("world"):
             truth = make_world(stage / "world", **WORLD_DEFAULTS)
         with report.timer("audit_data"):

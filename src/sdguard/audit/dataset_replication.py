@@ -158,18 +158,21 @@ def audit_data(*args: Any, progress: bool | None = None, **values: Any) -> Repor
     co-occurrence share. Writes ``report.json``, ``report.html`` and ``clusters.parquet`` into
     ``out``; returns the :class:`~sdguard.report.Report`.
     """
-    from ..core.io import output_dir
+    from ..core.config import output_for
+    from ..core.io import check_writable_folder
     from ..embed import STATUS_NAMES, create_embedder
 
     cfg = build(DataAuditConfig, args, values)
     pa = require("pyarrow", "scale", "writing clusters.parquet")
     pq = require("pyarrow.parquet", "scale", "writing clusters.parquet")
     require("faiss", "scale", "near-duplicate clustering")
+    if cfg.cache_dir is not None:
+        check_writable_folder(cfg.cache_dir, "--cache-dir")
     report = Report("audit data", cfg)
     with report.timer("open"):
         ds = open_dataset(cfg.dataset, cfg.format)
     emb = create_embedder(cfg.embedder, **cfg.embedder_options)
-    with output_dir(cfg.out, overwrite=cfg.overwrite) as stage:
+    with output_for(cfg, "audit data", "dataset", "cache_dir", "tokenizer") as stage:
         result = compute_data_audit(cfg, ds, emb, report, progress=progress)
         _write_clusters(stage / "clusters.parquet", result.entries, result.labels, result.status, STATUS_NAMES, pa, pq)
         report.artifacts = ["clusters.parquet"]

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.config import ResumableConfig, build, option
+from ..core.config import ResumableConfig, build, option, output_for
 from ..core.errors import InputError, require
 from ..core.images import resize_batch
-from ..core.io import atomic_write_bytes, atomic_write_text, output_dir
+from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.progress import progress_bar
 from ..data.captions import contains_phrase, frequent_words
 from ..data.datasets import open_dataset
@@ -289,7 +289,7 @@ def audit_generations(*args: Any, progress: bool | None = None, **values: Any) -
         emb = create_embedder(cfg.embedder)
         m = DiffusionModel.load(cfg.model, device=cfg.device)
     report.add_model("model", m)
-    with output_dir(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume) as stage:
+    with output_for(cfg, "audit generations", "model", "dataset", "clusters", "prompts") as stage:
         result = compute_generation_audit(cfg, m, ds, emb, stage, report, progress=progress)
         report.results = {**result.to_dict(), "dataset": ds.describe()}
         render_generation_audit(report, result, cfg, ds)

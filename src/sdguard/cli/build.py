@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from ..core.config import RunConfig, argument_name, field_meta, validate
-from ..core.errors import InputError
+from ..core.errors import InputError, Interrupted
+from ..core.io import kept_staging
 
 
 def _base_type(annotation: Any) -> tuple[Any, bool, bool]:
@@ -153,7 +154,10 @@ def add_command(app: typer.Typer, name: str, config: type[RunConfig], run: Calla
     def command(**given: Any) -> None:
         cfg = validate(config, **values_of(config, {k: v for k, v in given.items() if k not in extra_names | only}))
         extras = {k: v for k, v in given.items() if k in extra_names and v is not None}
-        return command.handler(cfg, extras, {k: given[k] for k in only})  # type: ignore[attr-defined]
+        try:
+            return command.handler(cfg, extras, {k: given[k] for k in only})  # type: ignore[attr-defined]
+        except KeyboardInterrupt as exc:  # typer would end it silently with 130; say what was kept
+            raise Interrupted(kept_staging(exc)) from None
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}

@@ -1,18 +1,23 @@
 """Typer application. Each command parses its arguments, calls the library function of the same
-name and prints where the output is. Errors of the contract become one line and an exit code."""
+name and prints where the output is. Errors of the contract become one line and an exit code; so do
+Ctrl-C (exit 130) and an operating-system error (exit 2, naming the file). A resumable run that
+failed says how to continue it."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import os
+import shlex
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..core.errors import SdguardError
+from ..core.errors import EXIT_INPUT, EXIT_INTERRUPTED, Interrupted, SdguardError
+from ..core.io import kept_staging
 from .build import add_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -77,17 +82,63 @@ def _register_commands() -> None:
     add_command(app, "demo", DemoConfig, _demo)
 
 
+def _line(text: str, *, error: bool = True) -> None:
+    err.print(("[red]error:[/red] " if error else "") + escape(text), highlight=False, soft_wrap=True)
+
+
+def _kept(staging: Path | None, args: list[str]) -> str:
+    """What a failed run kept and how to continue it (the same command with ``--resume``)."""
+    if staging is None:
+        return "no output was written"
+    again = shlex.join(["sdguard", *args, *([] if "--resume" in args else ["--resume"])])
+    return f"the work so far is kept in {str(staging)!r}; continue it with: {again}"
+
+
+def _hint(exc: BaseException, args: list[str]) -> None:
+    """After the error of a resumable run that kept its work: how to continue it (unless it was
+    ``--resume`` that failed: its sentence says what to do)."""
+    staging = kept_staging(exc)
+    if staging is not None and "--resume" not in args:
+        _line(_kept(staging, args) + ".", error=False)
+
+
+def os_error_sentence(exc: OSError) -> str:
+    """One sentence for an operating-system error: which file, and what the system said."""
+    names = [os.fsdecode(f) if isinstance(f, (str, bytes)) else str(f) for f in (exc.filename, exc.filename2)
+             if f is not None]
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if not names:
+        return f"an operating-system call failed: {what} ({type(exc).__name__})."
+    return f"{' and '.join(repr(n) for n in names)} could not be used: {what} ({type(exc).__name__})."
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turn sdguard errors into one line on stderr and an exit code."""
+    """Entry point: run the app, turn sdguard errors, Ctrl-C and operating-system errors into one
+    line on stderr and an exit code (a bug keeps its traceback)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    args = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
-        app(args=argv, prog_name="sdguard")  # standalone: usage errors print and exit 2
-    except SdguardError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        app(args=args, prog_name="sdguard")  # standalone: usage errors print and exit 2
+    except Interrupted as exc:
+        _line(f"interrupted; {_kept(exc.staging, args)}.", error=False)
         return exc.exit_code
+    except SdguardError as exc:
+        _line(str(exc))
+        _hint(exc, args)
+        return exc.exit_code
+    except OSError as exc:  # not a bug of ours: a file the system would not read or write
+        _line(os_error_sentence(exc))
+        _hint(exc, args)
+        return EXIT_INPUT
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == EXIT_INTERRUPTED:  # Ctrl-C outside a command (typer's own handling)
+            _line(f"interrupted; {_kept(None, args)}.", error=False)
+        return code
+    except Exception as exc:  # a bug: its traceback follows, after what the run kept
+        _hint(exc, args)
+        raise
     return 0
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import PydanticUndefined
 
 from .errors import InputError
+from .io import output_dir
 
 C = TypeVar("C", bound="RunConfig")
 
@@ -109,6 +110,20 @@ class ResumableConfig(OutputConfig):
     """A command whose long runs checkpoint and can be continued."""
 
     resume: bool = option(False, help="continue an interrupted run from its checkpoint")
+
+
+def output_for(cfg: OutputConfig, command: str, *inputs: str, resumable: bool | None = None):
+    """:func:`~sdguard.core.io.output_dir` for ``cfg.out`` with ``cfg``'s ``overwrite`` and ``resume``:
+    resumable when ``cfg`` is a :class:`ResumableConfig` (unless ``resumable`` says otherwise); the
+    values of the fields named in ``inputs`` are the inputs ``out`` must not overlap."""
+    pairs = []
+    for name in inputs:
+        value = getattr(cfg, name)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None:
+                pairs.append((argument_name(type(cfg), name), v))
+    return output_dir(cfg.out, command=command, overwrite=cfg.overwrite, resume=getattr(cfg, "resume", False),
+                      resumable=isinstance(cfg, ResumableConfig) if resumable is None else resumable, inputs=pairs)
 
 
 def argument_name(cls: type[BaseModel], field: str) -> str:

@@ -2,7 +2,7 @@
 
 Every error a user can cause carries one clear sentence that names the argument and the value,
 and an exit code (DESIGN.md): 0 ok, 1 an audit gate failed, 2 usage or input error, 3 a missing
-optional dependency.
+optional dependency, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ EXIT_OK = 0
 EXIT_GATE = 1
 EXIT_INPUT = 2
 EXIT_DEPENDENCY = 3
+EXIT_INTERRUPTED = 130
 
 
 class SdguardError(Exception):
@@ -68,6 +69,17 @@ class GateFailed(SdguardError):
     """An audit measured a value above the user's ``--fail-above`` gate (exit code 1)."""
 
     exit_code = EXIT_GATE
+
+
+class Interrupted(SdguardError):
+    """The user interrupted a command (Ctrl-C; exit code 130). The command line turns a
+    ``KeyboardInterrupt`` into it; ``staging`` is the work a resumable run kept, or None."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, staging=None):
+        self.staging = staging
+        super().__init__("interrupted")
 
 
 def require(module: str, extra: str, purpose: str | None = None) -> ModuleType:

@@ -27,6 +27,8 @@ from .io import atomic_write_bytes, atomic_write_text, to_jsonable
 
 FORMAT = "sdguard-checkpoint"
 VERSION = 1
+#: what a refused resume suggests instead (a run without --resume refuses an interrupted one)
+_ANEW = "start anew with --overwrite instead of --resume"
 _TENSOR = "__tensor__"
 _FLOAT = "__float__"
 
@@ -142,24 +144,24 @@ def load_checkpoint(folder: str | Path, name: str, *, key: dict, argument: str =
         return None
     for p in (st, js):
         if not p.is_file():
-            raise StateError.bad(argument, str(p), "is missing: the checkpoint is incomplete; rerun without --resume")
+            raise StateError.bad(argument, str(p), f"is missing: the checkpoint is incomplete; {_ANEW}")
     try:
         meta = json.loads(js.read_text("utf-8"))
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError("not an sdguard checkpoint")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise StateError.bad(argument, str(js), f"is not a readable sdguard checkpoint ({exc}); rerun without --resume") from None
+        raise StateError.bad(argument, str(js), f"is not a readable sdguard checkpoint ({exc}); {_ANEW}") from None
     if meta.get("version") != VERSION:
         raise StateError.bad(argument, str(js), f"has checkpoint version {meta.get('version')!r}, this sdguard reads {VERSION}")
     data = st.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise StateError.bad(argument, str(st), "does not match its checkpoint record (corrupt or half-written); "
-                             "rerun without --resume")
+                             f"{_ANEW}")
     want = json.loads(json.dumps(to_jsonable(key)))  # as it reads back from the file
     if meta.get("key") != want:
         diff, theirs, ours = _first_difference(meta.get("key"), want)
         raise StateError.bad(argument, str(js), f"was written by another run ({diff}: {theirs!r} there, "
-                             f"{ours!r} now); rerun without --resume or with the same arguments")
+                             f"{ours!r} now); {_ANEW}, or resume with the same arguments")
     try:
         tensors = load(data)
         return unflatten(meta["state"], tensors)

@@ -347,7 +347,7 @@ class DiffusionModel:
             return checkpoint.save_single_file(self.pipeline, path)
         from ..core.io import output_dir
 
-        with output_dir(path, overwrite=True, argument="path") as staging:
+        with output_dir(path, command="save", overwrite=True, argument="path") as staging:
             self.pipeline.save_pretrained(str(staging), safe_serialization=True)
         return path
 

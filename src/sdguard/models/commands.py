@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import field_validator
 
-from ..core.config import OutputConfig, RunConfig, build, option
-from ..core.io import atomic_write_bytes, atomic_write_text, output_dir
+from ..core.config import OutputConfig, RunConfig, build, option, output_for
+from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.progress import progress_bar
 from ..report import Report, auto_scale, make_grid, png_bytes
 
@@ -58,7 +58,7 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
 
     cfg = build(GenerateConfig, args, values)
     report = Report("generate", cfg)
-    with output_dir(cfg.out, overwrite=cfg.overwrite) as stage:
+    with output_for(cfg, "generate", "model") as stage:
         with report.timer("load"):
             m = DiffusionModel.load(cfg.model, device=cfg.device)
         report.add_model("model", m)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from ..core.config import ResumableConfig, build, option
+from ..core.config import ResumableConfig, build, option, output_for
 from ..core.io import output_dir
 from ..core.progress import progress_bar
 from ..core.state import remove_checkpoint
@@ -101,7 +101,7 @@ def train_tiny(*args: Any, progress: bool | None = None, **values: Any) -> Repor
     torch.set_num_threads(cfg.threads)
     w = load_world(cfg.world)
     report = Report("model train-tiny", cfg)
-    with output_dir(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume) as stage:
+    with output_for(cfg, "model train-tiny", "world") as stage:
         run = _TinyRun(cfg, w, stage)
         if cfg.resume:
             run.restore()
@@ -273,7 +273,8 @@ def export_builtin(trained: str | Path, name: str = "tiny") -> Path:
 
     pipe = StableDiffusionPipeline.from_pretrained(str(trained), local_files_only=True, **pretrained_options())
     dst = package_weights_dir(name)
-    with output_dir(dst, overwrite=True, argument="name") as stage:
+    with output_dir(dst, command="export_builtin", overwrite=True, inputs=[("trained", trained)],
+                    argument="name") as stage:
         pipe.to(torch.float16).save_pretrained(str(stage), safe_serialization=True)
         if (Path(trained) / "report.json").is_file():
             shutil.copy(Path(trained) / "report.json", stage / "training_report.json")

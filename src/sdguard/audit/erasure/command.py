@@ -7,9 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...core.config import build
+from ...core.config import build, output_for
 from ...core.errors import InputError
-from ...core.io import output_dir
 from ...core.progress import progress_bar
 from ...report import Report
 from .attack import attack_concept
@@ -34,7 +33,7 @@ def audit_erasure(*args: Any, progress: bool | None = None, **values: Any) -> Re
     cfg = build(AuditErasureConfig, args, values)
     plan = plan_audit(cfg)
     report = Report("audit erasure", cfg)
-    with output_dir(cfg.out, overwrite=cfg.overwrite) as stage:
+    with output_for(cfg, "audit erasure", "original", "erased", "dataset", "prompts") as stage:
         audit = compute_audit(cfg, plan, report, progress=progress)
         write_sections(report, audit)
         report.write(stage)

@@ -76,7 +76,7 @@ def make_world(*args: Any, **values: Any) -> dict[str, Any]:
     width = max(5, len(str(size - 1)))
     records: list[Record] = []
     labels: list[dict[str, Any]] = []
-    with output_dir(out, argument="OUT") as staging:
+    with output_dir(out, command="data make-world", argument="OUT") as staging:
         (staging / "images").mkdir()
         for i, spec in enumerate(plan):
             file_name = f"images/{i:0{width}d}.png"

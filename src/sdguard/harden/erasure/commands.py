@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from typing import Any
 
-from ...core.config import ResumableConfig, build, option
+from ...core.config import ResumableConfig, build, option, output_for
 from ...core.errors import InputError
-from ...core.io import output_dir
 from ...core.progress import progress_enabled
-from ...core.state import checkpoint_exists, remove_checkpoint
+from ...core.state import remove_checkpoint
 from ...report import Report, auto_scale, make_grid, png_bytes
 from .base import check_concepts, get_method, vocabulary_warnings
 from .delta import DELTA_FILE, changed_tensors, save_delta, snapshot
@@ -66,7 +64,7 @@ def erase(*args: Any, progress: bool | None = None, **values: Any) -> Report:
             raise InputError.bad("--preserve", p, "is empty: every preserved concept needs at least one word")
     meth = get_method(cfg.method, **{**cfg.options, **own})
     cfg = cfg.model_copy(update={"concepts": concepts, "preserve": preserve, "options": meth.options.model_dump()})
-    method, anchor, overwrite, resume = cfg.method, cfg.anchor, cfg.overwrite, cfg.resume
+    method, anchor, resume = cfg.method, cfg.anchor, cfg.resume
     notes: list[str] = []
     if preserve and not meth.uses_preserve:
         notes.append(f"--preserve {preserve!r} is not used by --method {method!r}")
@@ -78,16 +76,8 @@ def erase(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     report = Report("erase", cfg)
     # a resumable method keeps its staging folder (with its checkpoint) when a run fails or is
     # interrupted, so that ``resume=True`` can continue it
-    with output_dir(cfg.out, overwrite=overwrite, resume=resume or meth.resumable) as stage:
-        if not resume:
-            for child in stage.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        try:
-            _run(report, cfg, meth, concepts, preserve, anchor, notes, stage, resume, progress)
-        except BaseException:
-            if not checkpoint_exists(stage, CHECKPOINT):
-                shutil.rmtree(stage, ignore_errors=True)
-            raise
+    with output_for(cfg, "erase", "model", resumable=meth.resumable) as stage:
+        _run(report, cfg, meth, concepts, preserve, anchor, notes, stage, resume, progress)
     return report
 
 

@@ -183,7 +183,7 @@ class _ESD(ErasureMethod):
         if set(state["params"]) != set(s.params):  # the key names no model: another UNet's checkpoint
             raise StateError.bad("--resume", str(checkpoint_paths(workdir, CHECKPOINT)[1]),
                                  f"holds other parameters than --method {self.name} selects in this model; "
-                                 "rerun without --resume")
+                                 "start anew with --overwrite instead of --resume")
         with torch.no_grad():
             for k, v in state["params"].items():
                 s.params[k].copy_(v.to(s.params[k].device, s.params[k].dtype))
