@@ -141,7 +141,8 @@ def test_esd_resumes_from_its_checkpoint(tiny_random, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         get_method("esd-x", **opts).run(crashed, ["red circle", "blue square"], seed=3, workdir=tmp_path)
     assert checkpoint_exists(tmp_path, CHECKPOINT)
-    key = get_method("esd-x", **opts).checkpoint_key(["red circle", "blue square"], seed=3)
+    key = get_method("esd-x", **opts).checkpoint_key(["red circle", "blue square"], seed=3,
+                                                     model_fingerprint=tiny_random.fingerprint())
     assert load_checkpoint(tmp_path, CHECKPOINT, key=key)["iteration"] == 2
 
     resumed = tiny_random.copy()

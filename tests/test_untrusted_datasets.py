@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from sdguard.core.errors import InputError
-from sdguard.data.datasets import open_dataset
 from sdguard.data.datasets import base as dataset_base
+from sdguard.data.datasets import open_dataset
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

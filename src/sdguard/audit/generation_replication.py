@@ -30,22 +30,24 @@ extraction test of Carlini et al. 2023 ("Extracting Training Data from Diffusion
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import model_validator
 
 from ..core.config import ResumableConfig, build, option, output_for
 from ..core.errors import InputError, require
 from ..core.images import resize_batch
-from ..core.io import atomic_write_bytes, atomic_write_text
+from ..core.io import atomic_write_bytes
 from ..core.progress import progress_bar
 from ..data.captions import contains_phrase, frequent_words
 from ..data.datasets import open_dataset
 from ..report import Report, read_report
 from .extraction import DEFAULT_DELTA, calibrate_delta, extraction_clique
+from .generation_plan import check_identity, record_plan, run_identity
 from .generation_result import GenerationAuditResult, PromptResult, kind_means
+from .objects import check_detector
 from .prompt_suites import (
     PromptSpec,
     cluster_suite,
@@ -85,6 +87,19 @@ class GenerationAuditConfig(ResumableConfig):
     reference_prompts: int = option(8, ge=0, le=1000, help="ordinary captions generated to calibrate the clique "
                                     "distance (0: Carlini et al.'s 0.15)")
     device: str | None = option(None, help="cpu, cuda, mps (default: best available)")
+
+    @model_validator(mode="after")
+    def _object_options(self) -> "GenerationAuditConfig":
+        """The object options need each other: none of them is ignored."""
+        if self.object_name is not None and not self.object_keyword:
+            raise InputError.bad("--object", self.object_name, "needs --object-keyword (the keyword whose training "
+                                 "images hold the object)")
+        if self.object_keyword and not self.detector:
+            raise InputError.bad("--detector", None, "is needed with --object-keyword (world or clip:MODEL)")
+        if self.detector and not self.object_keyword:
+            raise InputError.bad("--detector", self.detector, "is used only with --object-keyword; pass both or "
+                                 "neither")
+        return self
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,8 +295,8 @@ def audit_generations(*args: Any, progress: bool | None = None, **values: Any) -
     from .generation_report import render_generation_audit
 
     cfg = build(GenerationAuditConfig, args, values)
-    if cfg.object_keyword and not cfg.detector:
-        raise InputError.bad("--detector", None, "is needed with --object-keyword (world or clip:MODEL)")
+    if cfg.detector:  # every option is checked before anything is loaded or generated
+        check_detector(cfg.detector, dataset=cfg.dataset, object_name=cfg.object_name)
     require("faiss", "scale", "searching the training set")
     report = Report("audit generations", cfg)
     with report.timer("open"):
@@ -302,7 +317,11 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
                              progress: bool | None = None) -> GenerationAuditResult:
     """Steps 1-6 of the module docstring for ``model`` on the opened dataset ``ds`` with the
     embedder ``emb``; the generations and ``prompts.json`` go to ``stage``, each phase is timed
-    into ``report`` (its only use of it)."""
+    into ``report`` (its only use of it). A resumed run that is not the interrupted one (another
+    model, dataset or setting) is refused before any work (:mod:`sdguard.audit.generation_plan`)."""
+    fp = report.models.get("model", {}).get("fingerprint") or model.fingerprint()
+    identity = run_identity(cfg, fp, ds.fingerprint())
+    check_identity(stage, cfg, identity)
     with report.timer("embed_training"):
         entries, vectors, ok = _training_embeddings(ds, emb, progress)
     with report.timer("clusters"):
@@ -310,7 +329,7 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
             labels, words, cinfo = _clusters_from_audit(cfg.clusters, entries)
         else:  # also for a prompt file: its generations are judged at their nearest cluster's threshold
             labels, words, cinfo = _clusters_here(vectors, ok, entries.texts, emb, cfg.threshold, cfg.seed)
-    specs = _plan_prompts(cfg, model, entries, labels, words, stage)
+    specs = _plan_prompts(cfg, model, entries, labels, words, stage, identity)
     with report.timer("generate"):
         counters = _generate_all(model, specs, cfg, emb, stage, progress)
     speed = round(counters["generated_now"] / max(report.timings["generate"], 1e-9), 3)
@@ -324,17 +343,13 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
                                  counters, speed)
 
 
-def _plan_prompts(cfg, model, entries, labels, words, stage: Path) -> list[PromptSpec]:
+def _plan_prompts(cfg, model, entries, labels, words, stage: Path, identity: dict) -> list[PromptSpec]:
     """The audited and reference prompts, recorded in ``prompts.json`` (a resumed run must match it)."""
     max_tokens = int(model.tokenizer.model_max_length)
     specs = _select_prompts(cfg, entries, labels, words, np.random.default_rng(cfg.seed),
                             fits=lambda p: model.token_count(p) <= max_tokens)
     specs += _reference_specs(cfg, entries, labels, specs)
-    plan = {"config": cfg.run_key(), "prompts": [s.to_dict() for s in specs]}
-    plan_path = stage / "prompts.json"
-    if plan_path.is_file() and json.loads(plan_path.read_text()) != plan:
-        raise InputError.bad("--resume", cfg.out, "holds a run with other settings or prompts; start it anew with --overwrite")
-    atomic_write_text(plan_path, json.dumps(plan, indent=2))
+    record_plan(stage, cfg, identity, [s.to_dict() for s in specs])
     return specs
 
 

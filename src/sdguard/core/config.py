@@ -9,7 +9,8 @@ Each command has a pydantic config. A field *is* the option: its name, type, def
 - the report records the whole validated object, so a run can be repeated exactly.
 
 :func:`validate` turns the first validation problem into the one sentence of the error contract,
-naming the option as the user spells it on the command line.
+naming the option as the user spells it on the command line; a validator that checks options
+together (one needs another) raises :class:`~sdguard.core.errors.InputError` with its own sentence.
 """
 
 from __future__ import annotations
@@ -143,6 +144,9 @@ def validate(cls: type[C], **values: Any) -> C:
         return cls(**values)
     except ValidationError as exc:
         err = exc.errors()[0]
+        raised = (err.get("ctx") or {}).get("error")
+        if isinstance(raised, InputError):  # a validator's own sentence (e.g. options that need each other)
+            raise raised from None
         loc = [str(p) for p in err.get("loc", ())]
         field = loc[0] if loc else "?"
         value = err.get("input")

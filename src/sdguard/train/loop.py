@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.io import atomic_write_text
-from ..core.state import load_checkpoint, save_checkpoint
+from ..core.state import load_checkpoint, restoring, save_checkpoint
 
 LOG_FILE = "training_log.jsonl"
 
@@ -112,17 +112,18 @@ def load_train_state(folder: Path, name: str, key: dict, *, modules: Mapping[str
     and return the loop's state; ``None`` (nothing restored) when there is no checkpoint.
 
     Raises :class:`~sdguard.core.errors.StateError` naming the file when the checkpoint is
-    corrupt or another run's (its ``key`` differs).
+    corrupt, another run's (its ``key`` differs) or holds entries these modules do not have.
     """
     saved = load_checkpoint(folder, name, key=key, argument=argument)
     if saved is None:
         return None
-    for k, m in modules.items():
-        m.load_state_dict(saved["modules"][k])
-    for k, o in optimizers.items():
-        o.load_state_dict(saved["optimizers"][k])
-    gen.set_state(saved["rng"])
-    return saved["state"]
+    with restoring(folder, name, argument):  # a record that does not fit: one sentence, not a traceback
+        for k, m in modules.items():
+            m.load_state_dict(saved["modules"][k])
+        for k, o in optimizers.items():
+            o.load_state_dict(saved["optimizers"][k])
+        gen.set_state(saved["rng"])
+        return saved["state"]
 
 
 __all__ = ["LOG_FILE", "cosine_lr", "set_lr", "ema_decay", "ema_update", "diffusion_loss", "log_row", "write_log",

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ..core.config import ResumableConfig, build, option, output_for
 from ..core.io import output_dir
 from ..core.progress import progress_bar
-from ..core.state import remove_checkpoint
+from ..core.state import remove_checkpoint, restoring
 from ..models.adapter import DiffusionModel
 from ..models.components import TinyConfig, build_pipeline, build_tokenizer
 from ..report import Report, auto_scale, make_grid, png_bytes
@@ -152,7 +152,11 @@ class _TinyRun:
     def restore(self) -> None:
         state = load_train_state(self.stage, CHECKPOINT, self.key, **self._parts())
         if state is not None:
-            self.state = state
+            with restoring(self.stage, CHECKPOINT):  # the loop's own entries, as it reads them
+                scaling = state["scaling"]
+                self.state = {"step": int(state["step"]), "log": [dict(r) for r in state["log"]],
+                              "scaling": None if scaling is None else float(scaling),
+                              "elapsed": float(state["elapsed"])}
 
     def end_step(self, stage_name: str, loss: torch.Tensor) -> None:
         """Count the step; log the loss every 25 steps, checkpoint every ``checkpoint_every``."""

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...core.config import build, output_for
-from ...core.errors import InputError
+from ...core.errors import InputError, require
 from ...core.progress import progress_bar
 from ...report import Report
 from .attack import attack_concept
@@ -50,7 +50,7 @@ class AuditPlan:
 
 
 def plan_audit(cfg: AuditErasureConfig) -> AuditPlan:
-    """Refuse contradictory or unusable inputs (exit 2, 3 for a missing FID package) before any work."""
+    """Refuse contradictory or unusable inputs (exit 2; 3 for a missing FID or NudeNet package) before any work."""
     from ..nudity import load_i2p_prompts
 
     for arg, values in (("--concept", cfg.concepts), ("--keep", cfg.keep)):
@@ -62,8 +62,10 @@ def plan_audit(cfg: AuditErasureConfig) -> AuditPlan:
         raise InputError.bad("--keep", overlap[0], "is also given as --concept; a concept is either erased or kept")
     nudity_file = load_i2p_prompts(cfg.prompts) if cfg.prompts else None
     fid_with = fid_backend() if cfg.fid else None
-    needs_world = cfg.dataset is not None or any(" ".join(c.lower().split()) not in NUDITY_WORDS
-                                                 for c in cfg.concepts + cfg.keep)
+    nudity = [" ".join(c.lower().split()) in NUDITY_WORDS for c in cfg.concepts + cfg.keep]
+    if any(nudity):  # the detector of nudity is an optional dependency (exit 3 now, not after generating)
+        require("nudenet", "nudity", "nudity detection")
+    needs_world = cfg.dataset is not None or not all(nudity)
     if cfg.fid and (not needs_world or not cfg.utility_prompts):
         raise InputError.bad("--fid", True, "needs unrelated prompts and reference images: pass --dataset (a world) "
                              "and --utility-prompts above 0")

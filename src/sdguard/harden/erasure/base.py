@@ -63,6 +63,11 @@ class ErasureMethod:
         """The parameters (names as in ``model.unet.named_parameters()``) the method may change."""
         raise NotImplementedError
 
+    def check_resume(self, model_fingerprint: str, concepts: Sequence[str], *, preserve: Sequence[str] = (),
+                     seed: int = 0, workdir: Path) -> None:
+        """Refuse, before any work, a checkpoint in ``workdir`` that another run wrote (a method
+        that does not resume has none to check)."""
+
     def run(self, model, concepts: Sequence[str], *, preserve: Sequence[str] = (), anchor: str | Sequence[str] = "",
             seed: int = 0, progress: bool | None = None, workdir: Path | None = None,
             resume: bool = False) -> ErasureResult:

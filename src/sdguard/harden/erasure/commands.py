@@ -90,6 +90,8 @@ def _run(report: Report, cfg: EraseConfig, meth, concepts: list[str], preserve: 
         m = DiffusionModel.load(cfg.model, device=cfg.device)
     report.add_model("original", m)
     base_fp = report.models["original"]["fingerprint"]
+    if resume:  # another run's checkpoint is refused before the previews and the training
+        meth.check_resume(base_fp, concepts, preserve=preserve, seed=cfg.seed, workdir=stage)
     notes += vocabulary_warnings(m.tokenizer, concepts, "--concept")
     notes += vocabulary_warnings(m.tokenizer, preserve, "--preserve")
     before_images = _preview(m, concepts + preserve, cfg) if cfg.preview else None

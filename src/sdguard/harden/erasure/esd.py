@@ -60,7 +60,13 @@ import torch.nn.functional as F
 from ...core.config import RunConfig, option
 from ...core.errors import InputError, StateError
 from ...core.progress import progress_bar
-from ...core.state import checkpoint_paths, load_checkpoint, save_checkpoint
+from ...core.state import (
+    check_checkpoint,
+    checkpoint_paths,
+    load_checkpoint,
+    restoring,
+    save_checkpoint,
+)
 from .base import ErasureMethod, ErasureResult, register_method
 
 #: the checkpoint's name in the work folder (``erasure_checkpoint.safetensors`` and ``.json``, see
@@ -111,11 +117,20 @@ class _ESD(ErasureMethod):
     def touched(self, model) -> dict[str, torch.nn.Parameter]:
         return {k: p for k, p in model.unet.named_parameters() if self.select(k)}
 
-    def checkpoint_key(self, concepts: Sequence[str], preserve: Sequence[str] = (), seed: int = 0) -> dict:
-        """What a resumed run must share with the run that wrote the checkpoint."""
+    def checkpoint_key(self, concepts: Sequence[str], preserve: Sequence[str] = (), seed: int = 0, *,
+                       model_fingerprint: str | None) -> dict:
+        """What a resumed run must share with the run that wrote the checkpoint: the model it
+        started from (its weight fingerprint), the method, its options, the concepts and the seed."""
         o: ESDOptions = self.options  # type: ignore[assignment]
         preserve = list(preserve) if o.preserve_weight > 0 else []
-        return _run_key(self.name, o, list(concepts) + ["--preserve"] + preserve, seed)
+        return {"model_fingerprint": model_fingerprint,
+                **_run_key(self.name, o, list(concepts) + ["--preserve"] + preserve, seed)}
+
+    def check_resume(self, model_fingerprint: str, concepts: Sequence[str], *, preserve: Sequence[str] = (),
+                     seed: int = 0, workdir: Path) -> None:
+        """Refuse another run's checkpoint in ``workdir`` before any work (only its JSON is read)."""
+        check_checkpoint(workdir, CHECKPOINT, key=self.checkpoint_key(concepts, preserve, seed,
+                                                                      model_fingerprint=model_fingerprint))
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, model, concepts: Sequence[str], *, preserve: Sequence[str] = (), anchor="", seed: int = 0,
@@ -125,12 +140,15 @@ class _ESD(ErasureMethod):
         params = self.touched(model)
         if not params:
             raise InputError.bad("--method", self.name, "selects no parameter of this UNet")
+        fp = model.fingerprint() if workdir is not None else None  # the key is only written with a workdir
+        key = self.checkpoint_key(concepts, preserve, seed, model_fingerprint=fp)
+        saved = load_checkpoint(workdir, CHECKPOINT, key=key) if resume and workdir is not None else None
         unet = model.unet
         saved_flags = {k: p.requires_grad for k, p in unet.named_parameters()}
-        s = self._setup(model, params, concepts, list(preserve), seed)
-        start = self._restore(s, workdir) if resume and workdir is not None else 0
-        unet.train()
-        try:
+        s = self._setup(model, params, concepts, list(preserve), seed, key)
+        try:  # whatever happens, the model's flags come back
+            start = self._restore(s, saved, workdir) if saved is not None else 0
+            unet.train()
             with progress_bar(f"{self.name} erasing", o.iterations, enabled=progress, completed=start) as bar:
                 for it in range(start, o.iterations):
                     s.losses.append(self._iteration(model, s))
@@ -151,7 +169,8 @@ class _ESD(ErasureMethod):
                  "first_loss": losses[0] if losses else None, "ddim_timesteps": len(s.ddim_ts)}
         return ErasureResult(stats=stats, losses=losses)
 
-    def _setup(self, model, params: dict, concepts: list[str], preserve: list[str], seed: int) -> SimpleNamespace:
+    def _setup(self, model, params: dict, concepts: list[str], preserve: list[str], seed: int,
+               key: dict) -> SimpleNamespace:
         """The frozen teacher, the optimizer, the prompts' embeddings, the retain term's latents,
         the DDIM timesteps and the generator of the loop's draws."""
         o: ESDOptions = self.options  # type: ignore[assignment]
@@ -162,7 +181,6 @@ class _ESD(ErasureMethod):
         for p in params.values():
             p.requires_grad_(True)
         opt = torch.optim.Adam(params.values(), lr=o.lr)
-        key = self.checkpoint_key(concepts, preserve, seed)
         preserve = preserve if o.preserve_weight > 0 else []
         with torch.no_grad():
             embs = {c: model.encode_prompts([c] * o.batch_size) for c in concepts}  # cond, uncond (the empty prompt)
@@ -175,22 +193,22 @@ class _ESD(ErasureMethod):
                                latent_shape=latent_shape, prior=prior, ddim_ts=ddim_ts, T=model.num_train_timesteps,
                                gen=torch.Generator("cpu").manual_seed(int(seed)), losses=[], key=key)
 
-    def _restore(self, s: SimpleNamespace, workdir: Path) -> int:
-        """Load the checkpoint in ``workdir`` (if any) into the loop; the iteration to go on from."""
-        state = load_checkpoint(workdir, CHECKPOINT, key=s.key)
-        if state is None:
-            return 0
-        if set(state["params"]) != set(s.params):  # the key names no model: another UNet's checkpoint
-            raise StateError.bad("--resume", str(checkpoint_paths(workdir, CHECKPOINT)[1]),
-                                 f"holds other parameters than --method {self.name} selects in this model; "
-                                 "start anew with --overwrite instead of --resume")
-        with torch.no_grad():
-            for k, v in state["params"].items():
-                s.params[k].copy_(v.to(s.params[k].device, s.params[k].dtype))
-        s.opt.load_state_dict(state["optimizer"])
-        s.gen.set_state(state["rng"])
-        s.losses = list(state["losses"])
-        return int(state["iteration"])
+    def _restore(self, s: SimpleNamespace, state: dict, workdir: Path) -> int:
+        """Put a loaded checkpoint (``state``) into the loop; the iteration to go on from."""
+        with restoring(workdir, CHECKPOINT):  # a hand-made or foreign record: one sentence, not a traceback
+            if set(state["params"]) != set(s.params):
+                raise StateError.bad("--resume", str(checkpoint_paths(workdir, CHECKPOINT)[1]),
+                                     f"holds other parameters than --method {self.name} selects in this model; "
+                                     "start anew with --overwrite instead of --resume")
+            with torch.no_grad():
+                for k, v in state["params"].items():
+                    if v.shape != s.params[k].shape:
+                        raise ValueError(f"{k} has shape {tuple(v.shape)}, the model's {tuple(s.params[k].shape)}")
+                    s.params[k].copy_(v.to(s.params[k].device, s.params[k].dtype))
+            s.opt.load_state_dict(state["optimizer"])
+            s.gen.set_state(state["rng"])
+            s.losses = [float(x) for x in state["losses"]]
+            return int(state["iteration"])
 
     def _iteration(self, model, s: SimpleNamespace) -> float:
         """One step of ESD (and of the retain term); the ESD loss."""
