@@ -136,9 +136,10 @@ def _interrupt_esd(monkeypatch, run_cli, out):
 
 
 def test_erase_resume_refuses_another_model_and_a_record_that_does_not_fit(other_model, tiny_random, tmp_path,
-                                                                           monkeypatch, run_cli):
+                                                                           monkeypatch, run_cli, capsys):
     out = tmp_path / "erased"
     _interrupt_esd(monkeypatch, run_cli, out)
+    assert "continue it with: sdguard erase" in capsys.readouterr().err  # the interrupted run said how to resume
     st, js = checkpoint_paths(tmp_path / ".erased.partial", esd.CHECKPOINT)
     assert st.is_file() and js.is_file() and not out.exists()
 
