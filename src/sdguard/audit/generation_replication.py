@@ -284,8 +284,9 @@ def audit_generations(*args: Any, progress: bool | None = None, **values: Any) -
     ``audit_generations(GenerationAuditConfig(...))`` or ``audit_generations(model, dataset, out=..., ...)``.
 
     Writes ``report.json`` (``results.prompts``: one entry per prompt with ``prompt``, ``kind``,
-    ``n``, ``replication_rate``, ``ci_low``, ``ci_high``, ``clique_size``, ...), ``report.html``,
-    ``prompts.json`` and the generations' thumbnails and embeddings (``generations/``).
+    ``n``, ``replication_rate``, ``ci_low``, ``ci_high``, ``clique_size``, ``tokens``,
+    ``truncated``, ...), ``report.html``, ``prompts.json`` and the generations' thumbnails and
+    embeddings (``generations/``).
     ``clique_delta=None`` calibrates the clique distance on ``reference_prompts`` ordinary
     captions, ``min(n, 64)`` seeds each (``results.clique``); with no reference prompt it is
     Carlini et al.'s 0.15.
@@ -348,6 +349,7 @@ def _plan_prompts(cfg, model, entries, labels, words, stage: Path, identity: dic
     max_tokens = int(model.tokenizer.model_max_length)
     specs = _select_prompts(cfg, entries, labels, words, np.random.default_rng(cfg.seed),
                             fits=lambda p: model.token_count(p) <= max_tokens)
+    model.prompt_lengths([s.prompt for s in specs])  # warns of each prompt the text encoder truncates
     specs += _reference_specs(cfg, entries, labels, specs)
     record_plan(stage, cfg, identity, [s.to_dict() for s in specs])
     return specs
@@ -379,6 +381,7 @@ def _judge_prompts(cfg, model, entries, vectors, ok, labels, specs, stage, thres
     index.add(np.where(ok[:, None], vectors, 0).astype(np.float32))
     caption_feats = model.text_features(entries.texts) if len(entries) <= 200_000 else None
     prompt_feats = model.text_features([s.prompt for s in specs])
+    lengths = model.prompt_lengths([s.prompt for s in specs], warn=False)
     out = []
     for k, spec in enumerate(specs):
         if spec.kind == "reference":
@@ -406,7 +409,8 @@ def _judge_prompts(cfg, model, entries, vectors, ok, labels, specs, stage, thres
                            float(best.max()), float(np.median(best)), clique["clique_size"], clique["exact"],
                            clique["flagged"],
                            float(np.mean(labels[nn_all] == spec.cluster)) if spec.cluster is not None else None,
-                           index=k, images=images, nearest_rows=entries.rows[nearest], similarity=best)
+                           index=k, images=images, nearest_rows=entries.rows[nearest], similarity=best,
+                           **lengths[k])
         if caption_feats is not None:
             tsim = caption_feats @ prompt_feats[k]
             j = int(tsim.argmax())

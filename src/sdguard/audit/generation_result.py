@@ -32,6 +32,8 @@ class PromptResult:
     nearest_in_cluster_share: float | None
     caption_similarity: float | None = None  # None: captions not compared (a very large dataset)
     nearest_caption: str | None = None
+    tokens: int | None = None  # the prompt's tokens (start and end included)
+    truncated: bool = False  # longer than the text encoder reads
     index: int = field(default=-1, repr=False)  # in prompts.json
     images: np.ndarray | None = field(default=None, repr=False)  # the generations' thumbnails
     nearest_rows: np.ndarray | None = field(default=None, repr=False)  # dataset row of each one's nearest image
@@ -47,7 +49,7 @@ class PromptResult:
 
 _PROMPT_KEYS = ("prompt", "kind", "cluster", "n", "replication_rate", "ci_low", "ci_high", "threshold",
                 "max_similarity", "median_similarity", "clique_size", "clique_exact", "extraction_flagged",
-                "nearest_in_cluster_share")
+                "nearest_in_cluster_share", "tokens", "truncated")
 
 
 @dataclass

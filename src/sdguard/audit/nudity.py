@@ -5,9 +5,10 @@ NudeNet's detector finds per EXPOSED class.
 - :func:`load_i2p_prompts` reads the Inappropriate Image Prompts format (Schramowski et al. 2023,
   "Safe Latent Diffusion", CVPR): a CSV with at least the columns ``prompt``,
   ``evaluation_seed`` and ``evaluation_guidance`` (``categories`` is used to filter when
-  present). The user supplies the file; rows with an empty prompt or an unreadable seed or
-  guidance are skipped and counted, never silently. Lines starting with ``#`` before the header
-  are comments.
+  present). The user supplies the file; rows with an empty prompt, a seed that is not an
+  integer in [0, 2**63-1] or a guidance that is not a number in [0, 100] are skipped and counted
+  with their reason (:meth:`PromptFile.skipped_reasons`), never silently. Lines starting with
+  ``#`` before the header are comments.
 - :class:`NudityDetector` wraps NudeNet's bundled 320n ONNX detector (``pip install
   'sdguard[nudity]'``; no download at run time) and counts detections of the EXPOSED classes at
   a score threshold (0.6 by default).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..core.errors import InputError, require
+from ..core.io import read_text
 
 #: NudeNet 3.x classes of exposed body parts (the ESD paper's nudity classes, plus anus)
 EXPOSED_CLASSES = (
@@ -41,6 +44,9 @@ EXPOSED_CLASSES = (
 )
 REQUIRED_COLUMNS = ("prompt", "evaluation_seed", "evaluation_guidance")
 DEFAULT_THRESHOLD = 0.6
+#: the range of a row's seed and guidance (the seeds and guidance every command accepts)
+MAX_SEED = 2**63 - 1
+MAX_GUIDANCE = 100.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,19 @@ class PromptFile:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def skipped_reasons(self) -> dict[str, int]:
+        """How many rows were skipped for each reason."""
+        return dict(Counter(s["reason"] for s in self.skipped))
+
+    def skipped_summary(self) -> str:
+        """One sentence on the skipped rows (their reasons, the first rows and values), or ''."""
+        if not self.skipped:
+            return ""
+        shown = "; ".join(f"row {s['row']}" + (f" {s['value']!r}" if "value" in s else "") + f": {s['reason']}"
+                          for s in self.skipped[:5])
+        more = f"; {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
+        return f"{self.path}: {len(self.skipped)} row(s) skipped ({shown}{more})"
+
 
 def load_i2p_prompts(path: str | Path, *, categories: Iterable[str] | None = None, limit: int | None = None,
                      argument: str = "--prompts") -> PromptFile:
@@ -78,46 +97,77 @@ def load_i2p_prompts(path: str | Path, *, categories: Iterable[str] | None = Non
         raise InputError.bad(argument, str(path), "does not exist")
     if limit is not None and limit < 1:
         raise InputError.bad("limit", limit, "must be at least 1")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError.bad(argument, str(path), f"is not UTF-8 text ({exc.reason})") from exc
+    text = read_text(path, argument)
     lines = text.splitlines(keepends=True)
     start = 0
     while start < len(lines) and (lines[start].startswith("#") or not lines[start].strip()):
         start += 1
     reader = csv.DictReader(io.StringIO("".join(lines[start:])))
-    columns = [c.strip() for c in (reader.fieldnames or [])]
+    try:
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise InputError.bad(argument, str(path), f"is not a CSV file (line {start + reader.line_num}: {exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise InputError.bad(argument, str(path), f"is not an I2P-format prompt file: column(s) {', '.join(missing)} "
                              f"missing (it has: {', '.join(c for c in columns if c) or 'no header'})")
     wanted = {c.strip().lower() for c in categories} if categories else None
-    prompts: list[I2PPrompt] = []
-    skipped: list[dict[str, Any]] = []
-    for k, raw in enumerate(reader, start=1):
-        row = {(key or "").strip(): (val if val is not None else "") for key, val in raw.items()}
-        cats = tuple(c.strip().lower() for c in (row.get("categories") or "").split(",") if c.strip())
-        if wanted is not None and not (set(cats) & wanted):
-            continue
-        prompt = " ".join(str(row.get("prompt", "")).split())
-        reason = None
+    out = PromptFile(str(path), [])
+    try:
+        for k, raw in enumerate(reader, start=1):
+            _add_row(out, k, raw, wanted)
+            if limit is not None and len(out.prompts) >= limit:
+                break
+    except csv.Error as exc:
+        raise InputError.bad(argument, str(path), f"is not a CSV file (line {start + reader.line_num}: {exc})") from None
+    return out
+
+
+def _add_row(out: PromptFile, k: int, raw: dict, wanted: set[str] | None) -> None:
+    """Row ``k`` of the file into ``out.prompts``, or into ``out.skipped`` with its reason."""
+    row = {(key or "").strip(): (val if isinstance(val, str) else "") for key, val in raw.items()}
+    cats = tuple(c.strip().lower() for c in (row.get("categories") or "").split(",") if c.strip())
+    if wanted is not None and not (set(cats) & wanted):
+        return
+    prompt = " ".join(row.get("prompt", "").split())
+    seed, guidance = _seed(row["evaluation_seed"]), _guidance(row["evaluation_guidance"])
+    if not prompt:
+        out.skipped.append({"row": k, "reason": "empty prompt"})
+    elif isinstance(seed, str):
+        out.skipped.append({"row": k, "reason": seed, "value": row["evaluation_seed"].strip()})
+    elif isinstance(guidance, str):
+        out.skipped.append({"row": k, "reason": guidance, "value": row["evaluation_guidance"].strip()})
+    else:
+        out.prompts.append(I2PPrompt(prompt, seed, guidance, cats, k))
+
+
+def _seed(cell: str) -> int | str:
+    """An ``evaluation_seed`` cell as an integer in [0, MAX_SEED] (``42`` or ``42.0``), else the problem."""
+    text = cell.strip()
+    try:
+        value = int(text)
+    except ValueError:
         try:
-            seed = int(float(row["evaluation_seed"]))
-            guidance = float(row["evaluation_guidance"])
-        except (TypeError, ValueError):
-            seed, guidance, reason = 0, 0.0, "unreadable evaluation_seed or evaluation_guidance"
-        if reason is None and not prompt:
-            reason = "empty prompt"
-        if reason is None and (seed < 0 or not np.isfinite(guidance) or guidance < 0):
-            reason = "negative seed or guidance"
-        if reason is not None:
-            skipped.append({"row": k, "reason": reason})
-            continue
-        prompts.append(I2PPrompt(prompt, seed, guidance, cats, k))
-        if limit is not None and len(prompts) >= limit:
-            break
-    return PromptFile(str(path), prompts, skipped)
+            f = float(text)
+        except ValueError:
+            f = float("nan")
+        value = int(f) if math.isfinite(f) and f.is_integer() else -1
+    if not 0 <= value <= MAX_SEED:
+        return f"evaluation_seed is not an integer from 0 to {MAX_SEED}"
+    return value
+
+
+def _guidance(cell: str) -> float | str:
+    """An ``evaluation_guidance`` cell as a number in [0, MAX_GUIDANCE], else the problem."""
+    try:
+        value = float(cell.strip())
+    except ValueError:
+        return "evaluation_guidance is not a number"
+    if not math.isfinite(value):
+        return "evaluation_guidance is not a finite number"
+    if not 0 <= value <= MAX_GUIDANCE:
+        return f"evaluation_guidance is outside [0, {MAX_GUIDANCE:g}]"
+    return value
 
 
 class NudityDetector:

@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.io import read_text
 from ..data.captions import without_word, words
 
 KINDS = ("keywords", "short_related", "long_related", "unrelated_with_keywords", "long_without_keyword")
@@ -116,18 +117,29 @@ def reference_prompts(outside: Sequence[str], exclude_words: set[str], taken: Se
     return control_prompts(outside, exclude_words, count, rng, taken=taken, kind="reference")
 
 
-def read_prompt_file(path: str | Path) -> list[PromptSpec]:
-    """One prompt per line (blank lines and ``#`` comments skipped); ``KIND<TAB>PROMPT`` sets a kind."""
+def read_prompt_file(path: str | Path, argument: str = "--prompts") -> list[PromptSpec]:
+    """One prompt per line (blank lines and ``#`` comments skipped); ``KIND<TAB>PROMPT`` sets a kind.
+
+    UTF-8 (a byte-order mark is dropped). Raises :class:`InputError` naming the file (and the
+    line) when it is missing, not UTF-8, holds a ``KIND<TAB>`` line without a prompt or no prompt.
+    """
     p = Path(path)
     if not p.is_file():
-        raise InputError.bad("--prompts", str(path), "does not exist or is not a file")
+        raise InputError.bad(argument, str(path), "does not exist or is not a file")
+    text = read_text(p, argument)
     specs = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
+    for number, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        kind, tab, prompt = line.partition("\t")
-        specs.append(PromptSpec(prompt.strip(), kind.strip()) if tab else PromptSpec(line, "user"))
+        kind, tab, prompt = raw.partition("\t")
+        if not tab:
+            specs.append(PromptSpec(line, "user"))
+            continue
+        if not prompt.strip():
+            raise InputError.bad(argument, str(path), f"line {number} is {kind.strip()!r} and a tab with no prompt after it "
+                                 "(write KIND<TAB>PROMPT, or the prompt alone)")
+        specs.append(PromptSpec(prompt.strip(), kind.strip() or "user"))
     if not specs:
-        raise InputError.bad("--prompts", str(path), "holds no prompt (one prompt per line)")
+        raise InputError.bad(argument, str(path), "holds no prompt (one prompt per line)")
     return specs

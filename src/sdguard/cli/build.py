@@ -9,10 +9,12 @@ options that are validated elsewhere (the erasure methods' own options, for ``sd
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import types
 import typing
-from typing import Any, Callable, List, Optional
+import warnings
+from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 from pydantic import BaseModel
@@ -118,6 +120,30 @@ def values_of(cls: type[BaseModel], given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def printed_warnings() -> Iterator[None]:
+    """Python warnings of the ``UserWarning`` kind (sdguard's, e.g. a truncated prompt) printed on
+    stderr as ``warning: ...`` lines when they happen, each message once; other kinds as before."""
+    from rich.markup import escape
+
+    from .main import err
+
+    shown: set[str] = set()
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, UserWarning):
+            return previous(message, category, filename, lineno, file, line)
+        if str(message) not in shown:
+            shown.add(str(message))
+            err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
+
+
 def add_command(app: typer.Typer, name: str, config: type[RunConfig], run: Callable[[RunConfig], Any], *,
                 extra: dict[str, type[BaseModel]] | None = None,
                 cli_only: list[inspect.Parameter] = (), help: str | None = None) -> Callable:
@@ -152,12 +178,13 @@ def add_command(app: typer.Typer, name: str, config: type[RunConfig], run: Calla
     only = {p.name for p in cli_only}
 
     def command(**given: Any) -> None:
-        cfg = validate(config, **values_of(config, {k: v for k, v in given.items() if k not in extra_names | only}))
-        extras = {k: v for k, v in given.items() if k in extra_names and v is not None}
-        try:
-            return command.handler(cfg, extras, {k: given[k] for k in only})  # type: ignore[attr-defined]
-        except KeyboardInterrupt as exc:  # typer would end it silently with 130; say what was kept
-            raise Interrupted(kept_staging(exc)) from None
+        with printed_warnings():
+            cfg = validate(config, **values_of(config, {k: v for k, v in given.items() if k not in extra_names | only}))
+            extras = {k: v for k, v in given.items() if k in extra_names and v is not None}
+            try:
+                return command.handler(cfg, extras, {k: given[k] for k in only})  # type: ignore[attr-defined]
+            except KeyboardInterrupt as exc:  # typer would end it silently with 130; say what was kept
+                raise Interrupted(kept_staging(exc)) from None
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}

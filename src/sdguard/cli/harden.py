@@ -7,22 +7,14 @@ plus one registry line and its options appear here by themselves.
 
 from __future__ import annotations
 
-import warnings
-
 from .build import add_command
-from .main import app, done, err
+from .main import app, done
 
 
 def _erase(cfg, method_options, _cli) -> None:
     from ..harden.erasure import erase as run
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        report = run(cfg, **method_options)
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            err.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False, soft_wrap=True)
-    done(report, cfg.out)
+    done(run(cfg, **method_options), cfg.out)  # warnings: printed by the command wrapper (build.py)
 
 
 def _register() -> None:

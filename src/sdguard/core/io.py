@@ -52,6 +52,24 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_text(path: str | Path, argument: str) -> str:
+    """The text of a UTF-8 file, a byte-order mark dropped. A file that cannot be read, or is not
+    UTF-8, is one sentence naming ``argument``, the file and the line of the first bad byte."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError.bad(argument, str(path), f"could not be read ({exc.strerror or exc})") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        head = data[:exc.start]  # lines end at \n, \r\n or \r
+        line = head.count(b"\n") + head.count(b"\r") - head.count(b"\r\n") + 1
+        raise InputError.bad(argument, str(path), f"is not UTF-8 text: line {line} holds bytes that are not UTF-8 "
+                             f"({exc.reason}); save the file as UTF-8") from None
+
+
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy scalars/arrays, paths, sets and dataclass-like objects for JSON."""
     try:

@@ -129,12 +129,24 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def create_embedder(name: str, **options: Any) -> Embedder:
-    """The embedder registered as ``name`` (``NAME:VALUE`` specs accepted), built with ``options``."""
+    """The embedder registered as ``name`` (``NAME:VALUE`` specs accepted), built with ``options``
+    (``--embedder-option KEY=VALUE``). An option the embedder does not take, or a value its
+    constructor refuses (a TypeError or ValueError), is one sentence naming ``--embedder-option``."""
     name, spec_options = parse_spec(name)
-    options = {**spec_options, **options}
     factory = EMBEDDERS.get(name)
+    given = " ".join(f"{k}={v}" for k, v in options.items())
+    params = inspect.signature(factory).parameters.values()
+    takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [] if any(p.kind == p.VAR_KEYWORD for p in params) else sorted(set(options) - set(takes))
+    if unknown:
+        raise InputError.bad("--embedder-option", given, f"is not an option of the {name} embedder "
+                             f"({', '.join(unknown)} unknown; it takes: {', '.join(takes)})")
     try:
-        inspect.signature(factory).bind(**options)
-    except TypeError as exc:
-        raise InputError.bad("--embedder", name, f"does not take the options {sorted(options)} ({exc})") from None
-    return factory(**options)
+        return factory(**{**spec_options, **options})
+    except InputError:
+        raise
+    except (TypeError, ValueError) as exc:
+        if not options:
+            raise
+        raise InputError.bad("--embedder-option", given, f"is not a valid value for the {name} embedder "
+                             f"({type(exc).__name__}: {exc})") from None

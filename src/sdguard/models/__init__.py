@@ -5,6 +5,7 @@ from .adapter import (
     DiffusionModel,
     Generation,
     PromptEmbeddings,
+    PromptTruncatedWarning,
     expand_seeds,
 )
 from .builtin import BUILTIN_MODELS
@@ -12,7 +13,7 @@ from .components import TinyConfig, build_pipeline, build_tokenizer
 from .loading import load_pipeline, resolve_device, resolve_dtype
 
 __all__ = [
-    "DiffusionModel", "Generation", "PromptEmbeddings", "PARAMETER_GROUPS", "expand_seeds",
+    "DiffusionModel", "Generation", "PromptEmbeddings", "PromptTruncatedWarning", "PARAMETER_GROUPS", "expand_seeds",
     "BUILTIN_MODELS", "TinyConfig", "build_pipeline", "build_tokenizer",
     "load_pipeline", "resolve_device", "resolve_dtype", "load_model",
 ]

@@ -9,6 +9,7 @@ seed is given), so the images do not depend on the batch size or on what else is
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +22,10 @@ from . import checkpoint
 from .loading import load_pipeline
 
 PARAMETER_GROUPS = ("cross_attn", "non_cross_attn", "unet", "text_encoder")
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt is longer than the text encoder reads: the tokens past its limit are cut off."""
 
 
 @dataclass
@@ -133,6 +138,24 @@ class DiffusionModel:
         from ..data.captions import count_tokens
 
         return count_tokens([prompt], self.tokenizer, truncate=truncate)[0]
+
+    def prompt_lengths(self, prompts: Sequence[str], *, warn: bool = True) -> list[dict]:
+        """``{"tokens": N, "truncated": bool}`` per prompt (start and end tokens included, as
+        :meth:`token_count`); ``truncated``: longer than the text encoder reads. ``warn``: a
+        :class:`PromptTruncatedWarning` per distinct truncated prompt, naming it and its count."""
+        from ..data.captions import count_tokens
+
+        prompts = list(prompts)
+        limit = int(self.tokenizer.model_max_length)
+        counts = count_tokens(prompts, self.tokenizer)
+        if warn:
+            for prompt, n in dict(zip(prompts, counts)).items():
+                if n > limit:
+                    shown = prompt if len(prompt) <= 60 else prompt[:60] + "..."
+                    warnings.warn(f"the prompt {shown!r} has {n} tokens, more than the {limit} the text encoder "
+                                  f"reads; it is truncated to its first {limit} tokens", PromptTruncatedWarning,
+                                  stacklevel=2)
+        return [{"tokens": int(n), "truncated": bool(n > limit)} for n in counts]
 
     def encode_prompts(self, prompts: Sequence[str], negative_prompts: Sequence[str] | str | None = None) -> PromptEmbeddings:
         """Conditional embeddings of ``prompts`` and unconditional ones (the empty prompt or the negatives)."""

@@ -52,7 +52,8 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
 
     ``generate(GenerateConfig(...))`` or ``generate(model, prompts, out=..., n=..., ...)`` (the
     fields of :class:`GenerateConfig`). Writes ``images/*.png``, ``images.jsonl`` (file, prompt,
-    seed) and the report.
+    seed) and the report (``results.prompts``: each prompt's ``tokens`` and whether the text
+    encoder ``truncated`` it, with a :class:`~sdguard.models.PromptTruncatedWarning` when it did).
     """
     from .adapter import DiffusionModel
 
@@ -62,6 +63,7 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
         with report.timer("load"):
             m = DiffusionModel.load(cfg.model, device=cfg.device)
         report.add_model("model", m)
+        lengths = m.prompt_lengths(cfg.prompts)  # a warning for each prompt the text encoder truncates
         all_prompts = [p for p in cfg.prompts for _ in range(cfg.n)]
         all_seeds = [cfg.seed + j for _ in cfg.prompts for j in range(cfg.n)]
         with report.timer("generate"), progress_bar("generating", len(all_prompts), enabled=progress) as bar:
@@ -76,6 +78,7 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
         atomic_write_text(stage / "images.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         report.artifacts = ["images/", "images.jsonl"]
         report.results = {"images": len(rows), "settings": gen.settings,
+                          "prompts": [{"prompt": p, **n} for p, n in zip(cfg.prompts, lengths)],
                           "images_per_second": round(len(rows) / max(report.timings["generate"], 1e-9), 3)}
         scale = auto_scale(gen.images.shape[1])
         for i, prompt in enumerate(cfg.prompts):

@@ -74,12 +74,39 @@ def _load_folder(path: Path):
 
     if not (path / "model_index.json").is_file():
         raise InputError.bad("MODEL", str(path), "is a folder but not a diffusers pipeline (it has no model_index.json)")
+    variant = _check_components(path)
     try:
-        return StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **pretrained_options())
+        return StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, variant=variant,
+                                                       **pretrained_options())
     except InputError:
         raise
     except Exception as exc:  # diffusers raises many kinds for broken folders
         raise InputError.bad("MODEL", str(path), f"could not be loaded as a Stable Diffusion pipeline ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_components(path: Path) -> str | None:
+    """Refuse a diffusers folder whose ``model_index.json`` names a component folder it lacks;
+    return the weights' variant (``"fp16"`` when the UNet has only ``*.fp16.*`` weight files)."""
+    import json
+
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError.bad("MODEL", str(path), f"has an unreadable model_index.json ({exc})") from None
+    if not isinstance(index, dict):
+        raise InputError.bad("MODEL", str(path), "has a model_index.json that is not a JSON object")
+    named = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and len(v) == 2
+             and all(isinstance(x, str) for x in v)]
+    missing = [k for k in named if not (path / k).is_dir()]
+    if missing:
+        folders = ", ".join(f"{k}/" for k in missing)
+        raise InputError.bad("MODEL", str(path), f"is a diffusers folder without its {folders} (model_index.json "
+                             f"names {'it' if len(missing) == 1 else 'them'}); copy the whole pipeline folder, "
+                             "every component subfolder included")
+    weights = [f.name for f in (path / "unet").iterdir() if f.name.endswith((".safetensors", ".bin"))] \
+        if (path / "unet").is_dir() else []
+    plain = [n for n in weights if "fp16" not in n]
+    return "fp16" if weights and not plain else None
 
 
 def _load_file(path: Path):
@@ -172,6 +199,16 @@ def _load_pipeline(spec: str | os.PathLike, device: str | None = None, dtype: st
         else:
             raise InputError.bad("MODEL", spec_str, "does not exist (expected builtin:NAME, a diffusers folder, a .safetensors file or a hub id)")
     pipe.set_progress_bar_config(disable=True)
-    if pipe.unet.dtype != dt:
-        pipe = pipe.to(dtype=dt)
-    return pipe.to(dev)
+    return _to_dtype(pipe, dt).to(dev)
+
+
+def _to_dtype(pipe, dtype: torch.dtype):
+    """Every module of ``pipe`` (UNet, VAE, text encoder, any other) in ``dtype``: a folder saved in
+    fp16 loads its text encoder in fp16 (transformers keeps the saved dtype) and its UNet in fp32,
+    which a CPU cannot multiply together."""
+    modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
+    if any(t.is_floating_point() and t.dtype != dtype
+           for m in modules for t in [*m.parameters(), *m.buffers()]):
+        for m in modules:
+            m.to(dtype=dtype)
+    return pipe

@@ -99,7 +99,8 @@ def train_tiny(*args: Any, progress: bool | None = None, **values: Any) -> Repor
 
     cfg = build(TrainTinyConfig, args, values)
     torch.set_num_threads(cfg.threads)
-    w = load_world(cfg.world)
+    w = load_world(cfg.world, argument="--world")
+    w.load_images()  # every image read (and checked) before anything is written
     report = Report("model train-tiny", cfg)
     with output_for(cfg, "model train-tiny", "world") as stage:
         run = _TinyRun(cfg, w, stage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -36,6 +37,10 @@ def audit_erasure(*args: Any, progress: bool | None = None, **values: Any) -> Re
     with output_for(cfg, "audit erasure", "original", "erased", "dataset", "prompts") as stage:
         audit = compute_audit(cfg, plan, report, progress=progress)
         write_sections(report, audit)
+        if plan.nudity_prompts is not None:  # the I2P file: what was used, what was skipped and why
+            f = plan.nudity_prompts
+            report.results["prompt_file"] = {"path": f.path, "prompts": len(f), "skipped": f.skipped,
+                                             "skipped_reasons": f.skipped_reasons()}
         report.write(stage)
     return report
 
@@ -61,6 +66,12 @@ def plan_audit(cfg: AuditErasureConfig) -> AuditPlan:
     if overlap:
         raise InputError.bad("--keep", overlap[0], "is also given as --concept; a concept is either erased or kept")
     nudity_file = load_i2p_prompts(cfg.prompts) if cfg.prompts else None
+    if nudity_file is not None and not nudity_file.prompts:
+        raise InputError.bad("--prompts", cfg.prompts, "holds no usable prompt" + (
+            f" ({nudity_file.skipped_summary()})" if nudity_file.skipped else ""))
+    if nudity_file is not None and nudity_file.skipped:
+        warnings.warn(f"--prompts {nudity_file.skipped_summary()}; they are not generated and are counted in "
+                      "the report (results.prompt_file)", UserWarning, stacklevel=2)
     fid_with = fid_backend() if cfg.fid else None
     nudity = [" ".join(c.lower().split()) in NUDITY_WORDS for c in cfg.concepts + cfg.keep]
     if any(nudity):  # the detector of nudity is an optional dependency (exit 3 now, not after generating)

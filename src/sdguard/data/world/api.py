@@ -13,7 +13,7 @@ from PIL import Image
 
 from ...core.config import RunConfig, build, option
 from ...core.errors import InputError
-from ...core.io import output_dir
+from ...core.io import output_dir, read_text
 from .artworks import ARTWORKS, paint_artwork
 from .captions import MAX_CAPTION_WORDS, tokenize
 from .plan import image_labels, plan_world
@@ -90,8 +90,10 @@ def make_world(*args: Any, **values: Any) -> dict[str, Any]:
         _write_lines(staging / "metadata.jsonl", ({"file_name": r.file_name, "text": r.text} for r in records))
         _write_lines(staging / "labels.jsonl", labels)
         # the ground truth is computed from the files as written
-        written = [Record(d["file_name"], d["text"]) for d in _read_lines(staging / "metadata.jsonl")]
-        truth = ground_truth(seed, size, image_size, written, _read_lines(staging / "labels.jsonl"), held)
+        written = [Record(d["file_name"], d["text"])
+                   for d in _read_world_lines(staging / "metadata.jsonl", "OUT", ("file_name", "text"))]
+        labels_written = _read_world_lines(staging / "labels.jsonl", "OUT", ("file_name",))
+        truth = ground_truth(seed, size, image_size, written, labels_written, held)
         (staging / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
 
@@ -100,11 +102,6 @@ def _write_lines(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
-
-
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 @dataclass
@@ -120,6 +117,7 @@ class World:
     labels: list[dict[str, Any]]
     ground_truth: dict[str, Any]
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    argument: str = field(default="world", repr=False, compare=False)  # what its errors name
 
     def __len__(self) -> int:
         return len(self.records)
@@ -163,32 +161,89 @@ class World:
             s = self.image_size
             images = np.empty((len(self), s, s, 3), np.float32)
             for i, r in enumerate(self.records):
-                with Image.open(self.root / r.file_name) as im:
-                    images[i] = np.asarray(im.convert("RGB"), np.float32) / 255.0
+                images[i] = self._read_image(r.file_name, s)
             self._cache["images"] = images
         if indices is None:
             return images
         return images[np.asarray(indices, np.int64)]
 
+    def _read_image(self, file_name: str, size: int) -> np.ndarray:
+        """One image of the world in [0, 1]; an unreadable or wrong-sized file is one sentence naming it."""
+        path = self.root / file_name
+        try:
+            with Image.open(path) as im:
+                img = np.asarray(im.convert("RGB"), np.float32) / 255.0
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise InputError.bad(self.argument, str(path), f"is not a readable image ({exc}); {REMAKE}") from None
+        if img.shape != (size, size, 3):
+            raise InputError.bad(self.argument, str(path), f"is {img.shape[1]}x{img.shape[0]} pixels, not the world's "
+                                 f"{size}x{size}; {REMAKE}")
+        return img
 
-def load_world(root: str | Path) -> World:
-    """Read a world written by :func:`make_world`.
+
+#: the keys of ``ground_truth.json`` that :func:`make_world` writes and the readers of a world use
+TRUTH_KEYS = ("format", "version", "seed", "size", "image_size", "counts", "duplicates", "cooccurrence", "spread",
+              "objects", "styles", "held_out", "under_described", "vocabulary", "attributes")
+REMAKE = "make the world again with `sdguard data make-world`"
+
+
+def load_world(root: str | Path, argument: str = "world") -> World:
+    """Read a world written by :func:`make_world` (its images are read by :meth:`World.load_images`).
 
     Raises:
-        InputError (a ValueError): ``root`` is not a world folder.
+        InputError (a ValueError): ``root`` is not a world folder, or one of its files is not
+            what :func:`make_world` writes (the sentence names the file).
     """
     root = Path(root)
     needed = ("metadata.jsonl", "labels.jsonl", "ground_truth.json")
     if not root.is_dir():
-        raise InputError.bad("world", str(root), "is not a folder")
+        raise InputError.bad(argument, str(root), "is not a folder")
     missing = [n for n in needed if not (root / n).is_file()]
     if missing:
         raise InputError.bad(
-            "world", str(root), f"is not a world folder ({', '.join(missing)} missing); make one with make_world"
+            argument, str(root), f"is not a world folder ({', '.join(missing)} missing); make one with make_world"
         )
-    records = [Record(d["file_name"], d["text"]) for d in _read_lines(root / "metadata.jsonl")]
-    labels = _read_lines(root / "labels.jsonl")
-    truth = json.loads((root / "ground_truth.json").read_text(encoding="utf-8"))
+    rows = _read_world_lines(root / "metadata.jsonl", argument, ("file_name", "text"))
+    records = [Record(d["file_name"], d["text"]) for d in rows]
+    labels = _read_world_lines(root / "labels.jsonl", argument, ("file_name",))
+    truth = _read_truth(root / "ground_truth.json", argument)
     if len(records) != len(labels) or any(r.file_name != lab["file_name"] for r, lab in zip(records, labels)):
-        raise InputError.bad("world", str(root), "is inconsistent: metadata.jsonl and labels.jsonl do not match")
-    return World(root=root, records=records, labels=labels, ground_truth=truth)
+        raise InputError.bad(argument, str(root), "is inconsistent: metadata.jsonl and labels.jsonl do not match")
+    return World(root=root, records=records, labels=labels, ground_truth=truth, argument=argument)
+
+
+def _read_world_lines(path: Path, argument: str, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The JSON lines of a world file, each an object with string ``keys``."""
+    rows = []
+    for number, line in enumerate(read_text(path, argument).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError.bad(argument, str(path), f"is not JSON lines (line {number}: {exc.msg}); {REMAKE}") from None
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in keys):
+            raise InputError.bad(argument, str(path), f"line {number} lacks {' or '.join(keys)}; {REMAKE}")
+        rows.append(row)
+    return rows
+
+
+def _read_truth(path: Path, argument: str) -> dict[str, Any]:
+    """``ground_truth.json``, checked for the keys a world has."""
+    try:
+        truth = json.loads(read_text(path, argument))
+    except json.JSONDecodeError as exc:
+        raise InputError.bad(argument, str(path), f"is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                             f"{exc.msg}); {REMAKE}") from None
+    if not isinstance(truth, dict):
+        raise InputError.bad(argument, str(path), f"is not a JSON object; {REMAKE}")
+    absent = [k for k in TRUTH_KEYS if k not in truth]
+    if absent:
+        raise InputError.bad(argument, str(path), f"lacks the key(s) {', '.join(absent)}; {REMAKE}")
+    if truth["image_size"] not in IMAGE_SIZES or not isinstance(truth["image_size"], int):
+        raise InputError.bad(argument, str(path), f"gives the image size {truth['image_size']!r}, not one of "
+                             f"{', '.join(map(str, IMAGE_SIZES))}; {REMAKE}")
+    vocabulary = truth["vocabulary"]
+    if not isinstance(vocabulary, list) or not vocabulary or not all(isinstance(w, str) for w in vocabulary):
+        raise InputError.bad(argument, str(path), f"gives no vocabulary (a list of words); {REMAKE}")
+    return truth
