@@ -10,7 +10,7 @@ another run wrote, or whose tensors do not match its JSON, with one sentence nam
 (:class:`~sdguard.core.errors.StateError`, exit code 2); :func:`check_checkpoint` does the checks
 of the record alone (no tensor read), for a run to refuse another run's checkpoint before its
 expensive work, and :func:`restoring` turns a loaded state that does not fit the run into the
-same kind of sentence. Nothing else in a staging folder is read: a planted pickle never runs.
+same kind of sentence. Nothing else in a staging folder is read: a planted file never runs.
 
 Nested state (``optimizer.state_dict()``, ``{"unet": module.state_dict(), ...}``) is flattened
 by :func:`flatten` into ``"a/b/0/exp_avg"`` tensor keys and a JSON skeleton, and rebuilt by
