@@ -240,3 +240,21 @@ def test_train_tiny_on_a_broken_world_is_one_sentence(run_cli, world, tmp_path, 
                               "--unet-steps", 1, "--batch-size", 2)
     one_sentence(code, stderr, "--world", file_name, problem)
     nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("argv, sentence", [
+    (["--guidance", "nan"], "--guidance nan is not a finite number."),
+    (["--guidance", "inf"], "--guidance inf is not a finite number."),
+    (["--seed", "99999999999999999999"], "--seed 99999999999999999999 is invalid: input should be less than or equal to"),
+])
+def test_numbers_no_option_takes(run_cli, tmp_path, argv, sentence):
+    code, _, stderr = run_cli("generate", "builtin:tiny-random", "a red circle", "--out", tmp_path / "g", *argv)
+    assert code == 2 and sentence in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_prompt_of_raw_bytes_that_are_not_utf8(run_cli, tmp_path):
+    prompt = b"a red \xff circle".decode("utf-8", "surrogateescape")  # what Python makes of such an argv
+    code, _, stderr = run_cli("generate", "builtin:tiny-random", prompt, "--out", tmp_path / "g")
+    assert code == 2 and "is not valid UTF-8 text." in stderr and "PROMPT" in stderr, stderr
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ together (one needs another) raises :class:`~sdguard.core.errors.InputError` wit
 
 from __future__ import annotations
 
+import math
 import os
 import typing
 from typing import Any, ClassVar, TypeVar
@@ -86,11 +87,27 @@ class RunConfig(BaseModel):
                 out[name] = [os.fspath(value)]
             elif isinstance(value, (list, tuple)) and _is_list_of_str(f.annotation):
                 out[name] = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+            _check_value(cls, name, out[name])
         return out
 
     def run_key(self) -> dict[str, Any]:
         """The settings that change results (every field but :attr:`presentation_fields`)."""
         return self.model_dump(mode="json", exclude=set(self.presentation_fields))
+
+
+def _check_value(cls: type[BaseModel], name: str, value: Any) -> None:
+    """Refuse what no option takes: a NaN or infinite number (pydantic would compare it with the
+    range and say "should be <= 100"), and text that is not valid UTF-8 (a command line of raw
+    bytes reaches Python as lone surrogates, which no file can hold)."""
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InputError.bad(argument_name(cls, name), v, "is not a finite number")
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = v.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+                raise InputError(f"{argument_name(cls, name)} {shown!r} is not valid UTF-8 text.") from None
 
 
 def _is_list_of_str(annotation: Any) -> bool:
