@@ -37,3 +37,13 @@ def default_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("default_world") / "world"
     make_world(root, **WORLD_DEFAULTS)
     return root
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """A 500-image world of seed 3 (made once per test session; tests that change it copy it)."""
+    from sdguard.data import make_world
+
+    root = tmp_path_factory.mktemp("small_world") / "world"
+    make_world(root, seed=3, size=500)
+    return root

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from sdguard.core.state import checkpoint_paths
-from sdguard.data import make_world
 from sdguard.harden.erasure import esd
 from sdguard.models import DiffusionModel, load_model
 
@@ -23,13 +22,6 @@ class Interrupted(Exception):
 
 def _refuse(*args, **kwargs):
     raise AssertionError("reached an expensive step that the check should have come before")
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rw") / "world"
-    make_world(root, seed=4, size=500)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +53,10 @@ def _audit(model, data, out, prompts, steps="2"):
             "--steps", steps, "--reference-prompts", "0"]
 
 
-def test_audit_generations_resume_refuses_another_model_dataset_or_setting(world, other_model, tiny_random, tmp_path,
+def test_audit_generations_resume_refuses_another_model_dataset_or_setting(small_world, other_model, tiny_random, tmp_path,
                                                                            monkeypatch, cache, run_cli):
     data, out, prompts = tmp_path / "world", tmp_path / "out", tmp_path / "prompts.txt"
-    shutil.copytree(world, data)
+    shutil.copytree(small_world, data)
     prompts.write_text("a red circle on the left\nvan gogh starry night\na photo of an astronaut\n")
     real = DiffusionModel.generate
     calls = []
@@ -200,10 +192,10 @@ TRAIN = ["--vae-steps", "2", "--unet-steps", "2", "--batch-size", "4", "--unet-c
 
 
 @pytest.mark.parametrize("command", ["train-tiny", "erase"])
-def test_a_planted_pickle_never_runs_and_a_malformed_pair_is_refused(command, world, tmp_path, run_cli):
+def test_a_planted_pickle_never_runs_and_a_malformed_pair_is_refused(command, small_world, tmp_path, run_cli):
     out, staging, sentinel = tmp_path / "out", tmp_path / ".out.partial", tmp_path / "sentinel"
     if command == "train-tiny":
-        args, old_name, name = ["model", "train-tiny", "--world", world, *TRAIN], "train_state.pt", "train_state"
+        args, old_name, name = ["model", "train-tiny", "--world", small_world, *TRAIN], "train_state.pt", "train_state"
     else:
         args, old_name, name = ["erase", "builtin:tiny-random", *ERASE], "erasure_checkpoint.pt", esd.CHECKPOINT
     _plant(staging, old_name, sentinel, tmp_path)
@@ -245,11 +237,11 @@ EARLY = [
 
 
 @pytest.mark.parametrize("argv,code,words", EARLY, ids=lambda v: v[-1] if isinstance(v, list) else None)
-def test_options_are_checked_before_any_model_is_loaded(argv, code, words, world, tmp_path, monkeypatch, run_cli):
+def test_options_are_checked_before_any_model_is_loaded(argv, code, words, small_world, tmp_path, monkeypatch, run_cli):
     monkeypatch.setattr(DiffusionModel, "load", _refuse)
     monkeypatch.setattr(DiffusionModel, "generate", _refuse)
     monkeypatch.setitem(sys.modules, "nudenet", None)  # as if not installed: its import fails
-    got, _, stderr = run_cli(*[world if a == "WORLD" else a for a in argv], "--out", tmp_path / "o")
+    got, _, stderr = run_cli(*[small_world if a == "WORLD" else a for a in argv], "--out", tmp_path / "o")
     line = _one_line(stderr)
     assert got == code and words in line, line
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.partial").exists()

@@ -5,19 +5,11 @@ import contextlib
 import pytest
 
 from sdguard.core.state import checkpoint_exists
-from sdguard.data import make_world
 from sdguard.models import load_model
 from sdguard.train import tiny as training
 
 SMALL = dict(vae_steps=6, unet_steps=6, batch_size=8, checkpoint_every=4, unet_channels=(32, 64),
              vae_channels=(16, 16, 16), text_hidden=32, threads=1)
-
-
-@pytest.fixture(scope="module")
-def small_world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("w") / "world"
-    make_world(root, seed=3, size=500)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 from .errors import InputError
 
@@ -97,11 +97,3 @@ class Registry(Generic[T]):
         """The registered object (imported now if it was registered as a string)."""
         return self.entry(name, value=value).load()
 
-    def describe(self) -> dict[str, str]:
-        self._ensure_loaded()
-        return {n: e.description for n, e in sorted(self._entries.items())}
-
-
-def make(registry: Registry[Callable[..., T]], name: str, *args: Any, **kwargs: Any) -> T:
-    """``registry.get(name)(*args, **kwargs)``."""
-    return registry.get(name)(*args, **kwargs)

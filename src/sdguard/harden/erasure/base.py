@@ -70,8 +70,10 @@ class ErasureMethod:
 
     def run(self, model, concepts: Sequence[str], *, preserve: Sequence[str] = (), anchor: str | Sequence[str] = "",
             seed: int = 0, progress: bool | None = None, workdir: Path | None = None,
-            resume: bool = False) -> ErasureResult:
-        """Edit ``model`` in place so that ``concepts`` are erased."""
+            resume: bool = False, model_fingerprint: str | None = None) -> ErasureResult:
+        """Edit ``model`` in place so that ``concepts`` are erased. ``model_fingerprint``: the
+        weights' fingerprint when the caller has it already (a resumable method keys its
+        checkpoint by it; computed here otherwise)."""
         raise NotImplementedError
 
 

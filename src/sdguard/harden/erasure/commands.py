@@ -99,7 +99,8 @@ def _run(report: Report, cfg: EraseConfig, meth, concepts: list[str], preserve: 
     before = snapshot(touched, "unet")
     with report.timer("erase"):
         result = meth.run(m, concepts, preserve=preserve, anchor=anchor if anchor is not None else "", seed=cfg.seed,
-                          progress=progress_enabled(progress), workdir=stage, resume=resume)
+                          progress=progress_enabled(progress), workdir=stage, resume=resume,
+                          model_fingerprint=base_fp)
     delta = changed_tensors(m, before)
     with report.timer("save"):
         m.pipeline.save_pretrained(str(stage), safe_serialization=True)

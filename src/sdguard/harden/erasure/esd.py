@@ -134,13 +134,16 @@ class _ESD(ErasureMethod):
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, model, concepts: Sequence[str], *, preserve: Sequence[str] = (), anchor="", seed: int = 0,
-            progress: bool | None = None, workdir: Path | None = None, resume: bool = False) -> ErasureResult:
+            progress: bool | None = None, workdir: Path | None = None, resume: bool = False,
+            model_fingerprint: str | None = None) -> ErasureResult:
         o: ESDOptions = self.options  # type: ignore[assignment]
         concepts = list(concepts)
         params = self.touched(model)
         if not params:
             raise InputError.bad("--method", self.name, "selects no parameter of this UNet")
-        fp = model.fingerprint() if workdir is not None else None  # the key is only written with a workdir
+        fp = None  # the key is only written with a workdir
+        if workdir is not None:
+            fp = model_fingerprint or model.fingerprint()
         key = self.checkpoint_key(concepts, preserve, seed, model_fingerprint=fp)
         saved = load_checkpoint(workdir, CHECKPOINT, key=key) if resume and workdir is not None else None
         unet = model.unet

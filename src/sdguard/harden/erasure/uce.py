@@ -140,7 +140,7 @@ class UCE(ErasureMethod):
 
     def run(self, model, concepts: Sequence[str], *, preserve: Sequence[str] = (), anchor: str | Sequence[str] = "",
             seed: int = 0, progress: bool | None = None, workdir: Path | None = None,
-            resume: bool = False) -> ErasureResult:
+            resume: bool = False, model_fingerprint: str | None = None) -> ErasureResult:
         o: UCEOptions = self.options  # type: ignore[assignment]
         concepts, preserve = list(concepts), list(preserve)
         anchors = [anchor] * len(concepts) if isinstance(anchor, str) else list(anchor)
