@@ -84,6 +84,53 @@ def _esd_gap(model, teacher, concept, eta, seed=0):
     return float(((en - (e0 - eta * (ec - e0))) ** 2).mean())
 
 
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+@pytest.mark.parametrize("paper", [False, True])
+def test_esd_draws_t_at_the_noise_level_of_its_latents(model, spacing, paper):
+    from sdguard.harden.erasure.esd import ESDOptions, ESDX
+
+    sched = type(model.scheduler).from_config({**model.scheduler.config, "timestep_spacing": spacing})
+    S, T = 50, int(sched.config.num_train_timesteps)
+    sched.set_timesteps(S)
+    ts = [int(t) for t in sched.timesteps]
+    o = ESDOptions(ddim_steps=S, paper_timesteps=paper)
+    pairs = []
+    for k in range(S):
+        taken, lo, hi = ESDX.schedule(k, o, ts, T)
+        assert 0 <= taken <= S and 0 <= lo < hi <= T
+        level = ts[taken] if taken < S else 0  # the timestep whose noise the latents carry after `taken` steps
+        assert abs(level - lo) <= T / S + 1 and abs(level - (hi - 1)) <= 2 * T / S, (k, taken, level, lo, hi)
+        pairs.append((level, lo))
+    # the noisier the latents, the larger t: the paper's t_enc counts the steps that remain
+    levels, los = zip(*sorted(pairs))
+    assert list(los) == sorted(los) and levels[0] <= T / S and levels[-1] >= T - 2 * T / S
+
+
+def test_esd_trains_a_half_precision_model_in_float32(tiny_random):
+    """A model loaded in fp16 (as on a GPU) is erased in float32 and written back in fp16: the
+    weights change, stay finite, and follow the float32 run of the same fp16-rounded weights."""
+    opts = dict(iterations=6, lr=1e-4, ddim_steps=3, batch_size=2)
+    half = tiny_random.copy().to_dtype(torch.float16)
+    start = {k: p.detach().clone() for k, p in _cross_kv(half).items()}
+    full = tiny_random.copy()
+    with torch.no_grad():  # the same starting weights, the fp16-rounded ones
+        for (_, p), (_, q) in zip(full.unet.named_parameters(), half.unet.named_parameters()):
+            p.copy_(q.float())
+    result = get_method("esd-x", **opts).run(half, ["red circle"], seed=2)
+    get_method("esd-x", **opts).run(full, ["red circle"], seed=2)
+    assert half.dtype == torch.float16 and result.stats["trained_dtype"] == "float32"
+    assert torch.isfinite(torch.tensor(result.losses)).all()
+    moved, agree = 0, []
+    for k, p in _cross_kv(half).items():
+        assert torch.isfinite(p).all(), k
+        d_half = (p.detach().float() - start[k].float()).flatten()
+        d_full = (_cross_kv(full)[k].detach() - start[k].float()).flatten()
+        moved += int(d_half.abs().max() > 0)
+        agree.append(float(torch.nn.functional.cosine_similarity(d_half, d_full, dim=0)))
+    assert moved == len(start)  # every cross-attention tensor changed in fp16 (updates not lost to rounding)
+    assert min(agree) > 0.9, agree  # the fp16 erasure is the float32 one, rounded
+
+
 def test_esd_x_moves_the_concept_towards_negative_guidance(model):
     teacher = model.copy()
     before = _esd_gap(model, teacher, "red circle", 2.0)
@@ -114,7 +161,7 @@ def test_esd_retain_term_keeps_the_preserved_prompts(model):
     opts = dict(iterations=24, lr=3e-3, eta=2.0, ddim_steps=4, batch_size=4)
     plain, kept = model.copy(), model.copy()
     get_method("esd-x", preserve_weight=0, **opts).run(plain, ["red circle"], preserve=keep, seed=1)
-    get_method("esd-x", preserve_batch=2, **opts).run(kept, ["red circle"], preserve=keep, seed=1)
+    get_method("esd-x", preserve_weight=30, preserve_batch=2, **opts).run(kept, ["red circle"], preserve=keep, seed=1)
     drift_plain = sum(_drift(plain, teacher, p) for p in keep)
     drift_kept = sum(_drift(kept, teacher, p) for p in keep)
     assert drift_kept < 0.5 * drift_plain, (drift_plain, drift_kept)
@@ -175,7 +222,7 @@ def test_uce_matches_a_least_squares_reference(model):
     pairs = [aligned_embeddings(model, c, "") for c in concepts]
     c_e = torch.cat([c for c, _ in pairs])
     c_a = torch.cat([a for _, a in pairs])
-    c_p = torch.cat([preserve_embeddings(model, p) for p in preserve])
+    c_p = torch.cat([preserve_embeddings(model, p) for p in [""] + preserve])  # the empty prompt is retained
     lamb, s_e, s_p = 0.3, 1.5, 0.7
     get_method("uce", lamb=lamb, erase_scale=s_e, preserve_scale=s_p).run(model, concepts, preserve=preserve)
     # slow reference: the ridge regression the closed form solves, as one stacked least-squares problem
@@ -186,14 +233,49 @@ def test_uce_matches_a_least_squares_reference(model):
     assert torch.allclose(dict(model.unet.named_parameters())[name].double(), ref, atol=1e-4), name
 
 
+def test_uce_on_builtin_tiny_equals_the_papers_closed_form():
+    """The default edit (the empty prompt retained, preserve scale max(0.1, 1/len(retain))) equals
+    the paper's equation 7 written here from the paper, token by token, in float64."""
+    model = load_model("builtin:tiny")
+    original = model.copy()
+    concept, preserve = "van gogh starry night", ["munch scream", "hokusai", "a red ring on the left"]
+    get_method("uce").run(model, [concept], preserve=preserve)
+    tok, enc = original.tokenizer, original.text_encoder
+
+    def hidden(text):  # the padded sequence of text-encoder states and the number of real tokens
+        ids = tok([text], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            return enc(ids.input_ids)[0][0].double(), int(ids.attention_mask.sum())
+
+    (h_c, n_c), (h_a, n_a) = hidden(concept), hidden("")
+    i_c, i_a = n_c - 2, n_a - 2  # the last word token (the start token for the empty anchor)
+    cut = max(i_c, i_a)
+    erased = list(zip(h_c[i_c:len(h_c) - (cut - i_c)], h_a[i_a:len(h_a) - (cut - i_a)]))
+    retain = [""] + preserve
+    lamb, s_e, s_p = 0.5, 1.0, max(0.1, 1 / len(retain))
+    kept = [p for text in retain for p in hidden(text)[0]]
+    new, old = _cross_kv(model), _cross_kv(original)
+    assert len(new) > 0
+    for name, w in old.items():
+        w0 = w.detach().double()
+        eye = torch.eye(w0.shape[1], dtype=torch.float64)
+        lhs = lamb * w0 + s_e * sum(torch.outer(w0 @ a, c) for c, a in erased) + \
+            s_p * sum(torch.outer(w0 @ p, p) for p in kept)
+        rhs = lamb * eye + s_e * sum(torch.outer(c, c) for c, _ in erased) + s_p * sum(torch.outer(p, p) for p in kept)
+        ref = lhs @ torch.linalg.inv(rhs)
+        rel = float((new[name].detach().double() - ref).norm() / ref.norm())
+        assert rel < 1e-5, (name, rel)
+        assert float((ref - w0).norm() / w0.norm()) > 1e-3, name  # and the edit is not the identity
+
+
 def test_uce_expand_erases_and_preserves_the_art_templates(model):
     from sdguard.harden.erasure.uce import ART_TEMPLATES
 
     explicit, plain = model.copy(), model.copy()
     get_method("uce", expand=True, expand_preserve=True).run(model, ["red circle"], preserve=["blue square", "star"])
     # the same edit spelled out: the templated concept erased, the templated preserve prompts kept,
-    # at the preserve scale of the two prompts the user gave
-    get_method("uce", preserve_scale=0.5).run(
+    # at the preserve scale of the retain set the user gave: the empty prompt and two prompts
+    get_method("uce", preserve_scale=1 / 3).run(
         explicit, ["red circle"] + [t.format("red circle") for t in ART_TEMPLATES],
         preserve=["blue square", "star"] + [t.format(p) for p in ("blue square", "star") for t in ART_TEMPLATES])
     a, b = _cross_kv(model), _cross_kv(explicit)
@@ -208,16 +290,20 @@ def test_uce_leaves_out_preserve_prompts_that_share_a_word_with_the_concept(mode
     assert conflicting(["van gogh starry night"], ["a red circle under a night sky", "munch scream",
                                                    "a painting by hokusai"]) == {"a red circle under a night sky": ["night"]}
     with pytest.warns(UserWarning, match="a red circle at night"):
-        result = get_method("uce").run(model.copy(), ["red circle"], preserve=["blue square", "a red circle at night"])
+        result = get_method("uce", drop_conflicting=True).run(model.copy(), ["red circle"],
+                                                               preserve=["blue square", "a red circle at night"])
     assert result.stats["preserve_left_out"] == ["a red circle at night"]
-    # the same edit as with the clean list; --keep-conflicting keeps the prompt (and changes the edit)
+    assert get_method("uce", drop_conflicting=True).extensions() and not get_method("uce").extensions()
+    # with the option: the same edit as with the clean list; by default (the paper's) the prompt is kept
     clean, kept, dropped = model.copy(), model.copy(), model.copy()
     get_method("uce").run(clean, ["red circle"], preserve=["blue square"])
     import warnings as w
     with w.catch_warnings():
         w.simplefilter("ignore")
-        get_method("uce").run(dropped, ["red circle"], preserve=["blue square", "a red circle at night"])
-    get_method("uce", drop_conflicting=False).run(kept, ["red circle"], preserve=["blue square", "a red circle at night"])
+        get_method("uce", drop_conflicting=True).run(dropped, ["red circle"], preserve=["blue square", "a red circle at night"])
+    with w.catch_warnings():
+        w.simplefilter("error")  # no warning by default
+        get_method("uce").run(kept, ["red circle"], preserve=["blue square", "a red circle at night"])
     for (k, a), b, c in zip(clean.unet.named_parameters(), dropped.unet.parameters(), kept.unet.parameters()):
         if ".attn2.to_v." in k:
             assert torch.allclose(a, b) and not torch.allclose(a, c), k

@@ -30,14 +30,17 @@ ARTWORK, STYLE, KEPT, KEPT_STYLE = "van gogh starry night", "monet", "munch scre
 PRESERVE = ["munch scream", "vermeer pearl earring", "hokusai", "picasso", "almond blossoming", "sunflower vase"]
 N, PROMPTS, STEPS = 4, 6, 12  # images per prompt, prompts per concept, denoising steps
 # ESD-x on a tiny CPU model: far fewer iterations and a far larger learning rate than the paper's 1000 x 1e-5
-# and the library's retain term (weight 30 over every preserved prompt in each iteration): at weight 1 with 4
-# of them per iteration, ESD-x took munch scream with the artwork on the model of world v2 (1.00 -> 0.00)
-ESD = dict(iterations=120, lr=5e-4, ddim_steps=8)
+# and sdguard's retain term (an extension, off by default; here weight 30 over every preserved prompt in each
+# iteration): at weight 1 with 4 of them per iteration, ESD-x took munch scream with the artwork on the model of
+# world v2 (1.00 -> 0.00)
+ESD = dict(iterations=120, lr=5e-4, ddim_steps=8, preserve_weight=30)
 #: UCE: two closed-form edits in a row, each with the settings its kind of concept needs: the artwork
 #: plainly, then the style with the art templates erased; both preserve the art templates of the kept
 #: names ("style of hokusai": without them the artwork edit took hokusai from 0.79 to 0.50 here), and
 #: the second edit also preserves the artwork, so what the first edit erased stays erased
-UCE_EDITS = [([ARTWORK], dict(expand_preserve=True), []), ([STYLE], dict(expand=True, expand_preserve=True), [ARTWORK])]
+#: (both with sdguard's extensions expand_preserve and drop_conflicting, named in the erase report)
+EXT = dict(expand_preserve=True, drop_conflicting=True)
+UCE_EDITS = [([ARTWORK], EXT, []), ([STYLE], dict(expand=True, **EXT), [ARTWORK])]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def setup(default_world):
     gen = dict(steps=STEPS, guidance=7.5, batch_size=32)
     base = {c: measure(original, spec, detector, **gen) for c, spec in concepts.items()}
     # as UCE preserves a list of unrelated concepts, UCE also keeps some of the world's scene captions
-    # (those that share a word with an erased concept, "... under a night sky", UCE leaves out itself)
+    # (those that share a word with an erased concept, "... under a night sky", UCE's drop_conflicting leaves out)
     scenes = [p for p, _ in scene_prompts(world, 24, seed=11)]
     return dict(detector=detector, concepts=concepts, original=original, gen=gen, base=base,
                 preserve=PRESERVE + scenes)

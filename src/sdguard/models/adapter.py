@@ -122,6 +122,13 @@ class DiffusionModel:
     def num_train_timesteps(self) -> int:
         return int(self.scheduler.config.num_train_timesteps)
 
+    def to_dtype(self, dtype: torch.dtype) -> "DiffusionModel":
+        """Cast every module of the pipeline to ``dtype`` in place (parameters keep their identity)."""
+        from .loading import _to_dtype
+
+        _to_dtype(self.pipeline, dtype)
+        return self
+
     def copy(self) -> "DiffusionModel":
         """A deep copy (e.g. the frozen teacher of an erasure)."""
         return DiffusionModel(copy.deepcopy(self.pipeline), spec=self.spec)
@@ -192,7 +199,8 @@ class DiffusionModel:
             timesteps = torch.tensor([timesteps] * latents.shape[0], device=latents.device)
         elif timesteps.ndim == 0:
             timesteps = timesteps.expand(latents.shape[0])
-        return self.unet(latents, timesteps.to(latents.device), encoder_hidden_states=embeddings).sample
+        dt = self.dtype  # inputs in the UNet's dtype (a half-precision teacher of a float32 student)
+        return self.unet(latents.to(dt), timesteps.to(latents.device), encoder_hidden_states=embeddings.to(dt)).sample
 
     def prediction_target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """What :meth:`predict_noise` should output for ``x_t = add_noise(x0, noise, t)``: ``noise``

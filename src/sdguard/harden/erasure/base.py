@@ -59,6 +59,11 @@ class ErasureMethod:
     def __init__(self, options: RunConfig):
         self.options = options
 
+    def extensions(self) -> list[str]:
+        """sdguard's additions to the published method that these options switch on, each named
+        (recorded under ``results.extensions`` of the erase report); none by default."""
+        return []
+
     def touched(self, model) -> dict[str, torch.nn.Parameter]:
         """The parameters (names as in ``model.unet.named_parameters()``) the method may change."""
         raise NotImplementedError

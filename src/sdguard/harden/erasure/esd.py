@@ -22,30 +22,46 @@ Parameter groups, as in the paper's code:
   (nudity);
 - ``esd-all`` ('full'): the whole UNet.
 
-ESD has no preserve term. With a preserve list this module adds a retain term in the manner of
-DreamBooth's prior preservation (Ruiz et al. 2023) and the retain sets of later ESD-based work
-(e.g. AdvUnlearn, Zhang et al. 2024): before training, the frozen model draws
-``preserve_samples`` latents for each preserved prompt (DDIM, ``ddim_steps`` steps at
-``start_guidance``); each iteration then noises ``preserve_batch`` of them (distinct prompts;
-by default 0: one of every preserved prompt) to a random ``t`` and pulls the trained model's
-prediction for their prompts towards the frozen model's, weighted by ``preserve_weight``
-(default 30; 0 switches it off: the paper's ESD). The defaults are measured on ``builtin:tiny``
-(README, "Concept erasure"): at weight 1 with 4 of the 6 preserved prompts per iteration ESD-x
-lost munch scream (0%, 13%, 0% of its presence in three runs) and hokusai (46%, 0%, 96%); at
-weight 30 with every preserved prompt ``tests/test_erasure_efficacy.py`` keeps both. The term acts where
-the preserved concepts live (on their own latents, at every noise level), so it still holds when
-the preserve list is long; a single preserved prompt on the erased concept's ``x_t`` (the
-simplest variant) lost a kept artwork of ``builtin:tiny`` at short settings.
+Defaults are the paper's ESD (ICCV code, ``train-scripts/train-esd.py`` of
+github.com/rohitgandikota/erasing): 1000 iterations, Adam with learning rate 1e-5, ``eta``
+(negative guidance) 1.0, ``start_guidance`` 3, 50 DDIM steps, batch 1, no preserve term. A tiny
+model trained on a CPU needs a larger learning rate and far fewer iterations (see the benchmark
+``benchmarks/erasure.py``).
 
-Paper defaults: 1000 iterations, Adam with learning rate 1e-5, ``eta`` (negative guidance) 1.0,
-``start_guidance`` 3, 50 DDIM steps, batch 1. A tiny model trained on a CPU needs a larger
-learning rate and far fewer iterations (see the benchmark ``benchmarks/erasure.py``).
+Extension of ours, off by default (``preserve_weight`` 0), named ``retain term`` in the report:
+with ``preserve_weight > 0`` and a preserve list, a retain term in the manner of DreamBooth's
+prior preservation (Ruiz et al. 2023) and the retain sets of later ESD-based work (e.g.
+AdvUnlearn, Zhang et al. 2024): before training, the frozen model draws ``preserve_samples``
+latents for each preserved prompt (DDIM, ``ddim_steps`` steps at ``start_guidance``); each
+iteration then noises ``preserve_batch`` of them (distinct prompts; 0: one of every preserved
+prompt) to a random ``t`` and pulls the trained model's prediction for their prompts towards the
+frozen model's, weighted by ``preserve_weight``. Measured on ``builtin:tiny`` (README, "Concept
+erasure"): without it ESD-x erasing "van gogh starry night" and "monet" also lost munch scream;
+at weight 1 with 4 of the 6 preserved prompts per iteration it lost munch scream (0%, 13%, 0% of
+its presence in three runs) and hokusai (46%, 0%, 96%); at weight 30 with every preserved prompt
+``tests/test_erasure_efficacy.py`` keeps both.
 
-About ``t``: the paper's code draws ``t ~ U[round(k/S*T), round((k+1)/S*T))`` with ``k`` the
-number of DDIM steps already taken from pure noise, which pairs the least noisy latents with the
-largest ``t`` (the two count the schedule from opposite ends). By default this module draws ``t``
-in the same-sized DDPM interval that ends at the DDIM timestep the latents have reached, so ``t``
-is the noise level of ``x_t``; ``paper_timesteps=True`` reproduces the original pairing.
+Precision (a deviation from the code, which trains in the loaded dtype: bf16 in the diffusers
+script ``esd_sd.py``): the trained model is trained in float32 whatever dtype it was loaded in.
+Adam at lr 1e-5 on fp16 weights underflows (its eps) and its updates fall below fp16's rounding
+step, so a model loaded in fp16 on a GPU would learn nothing or NaN. The pipeline being trained is
+cast to float32 for the run (master weights, optimizer state and gradients in float32), the
+frozen teacher stays in the loaded dtype on a GPU (half the memory; inference only) and in
+float32 on a CPU (half precision is slow there), and the result is cast back to the loaded dtype.
+
+About ``t`` (``paper_timesteps``): the paper's code draws ``t_enc ~ U{0..S-1}``, samples with the
+CompVis DDIM sampler "till ``t_enc``", a count of the DDIM steps that *remain* (its loop counts
+``index`` down from S-1 and stops at ``index + 1 == t_enc``), and draws the DDPM timestep
+``t ~ U[round(t_enc/S*T), round((t_enc+1)/S*T))``: the noisier the latent, the larger ``t``.
+``paper_timesteps=True`` does this: ``S - t_enc`` DDIM steps from noise (the CompVis sampler runs
+one more step when ``t_enc >= 1``; its latent is then one DDIM interval less noisy than its ``t``;
+ours is within one interval either way). By default (``paper_timesteps=False``) ``k ~ U{0..S-1}``
+steps are taken and ``t`` is drawn in the DDIM interval that starts at the timestep the latents
+have reached, ``[timesteps[k], timesteps[k] + T/S)``, as the official diffusers script
+``esd_sd.py`` uses ``scheduler.timesteps[k]`` itself; the two pair the same noise levels and differ
+in how ``t`` sits within the interval (:meth:`_ESD.schedule`; ``tests/test_erasure.py`` checks
+the pairing on the scheduler). Both sample the training latents with the model being trained, as
+the paper's code does (the diffusers script samples with the frozen copy).
 """
 
 from __future__ import annotations
@@ -75,7 +91,7 @@ CHECKPOINT = "erasure_checkpoint"
 
 
 class ESDOptions(RunConfig):
-    """Options of ESD (defaults: the paper's; the retain term, which the paper has not, as measured)."""
+    """Options of ESD (defaults: the paper's; the retain term, which the paper has not, is off)."""
 
     eta: float = option(1.0, gt=0, le=100, help="negative guidance scale (paper: 1.0)")
     iterations: int = option(1000, ge=1, le=10_000_000, help="training iterations (paper: 1000)")
@@ -84,11 +100,12 @@ class ESDOptions(RunConfig):
     ddim_steps: int = option(50, ge=1, le=1000, help="DDIM steps of the partial sampling (paper: 50)")
     batch_size: int = option(1, ge=1, le=256, help="latents per iteration (paper: 1)")
     checkpoint_every: int = option(100, ge=1, help="iterations between checkpoints")
-    paper_timesteps: bool = option(False, help="draw t as the original code does (see the module docstring)")
-    preserve_weight: float = option(30.0, ge=0, le=1e6, help=(
-        "weight of the retain term (with --preserve; 0: the paper's ESD). 30, measured on builtin:tiny: at weight 1 "
-        "with 4 of 6 preserved prompts per iteration ESD-x lost munch scream (0%, 13%, 0% of its presence in three "
-        "runs) and hokusai (46%, 0%, 96%); at weight 30 with every preserved prompt it kept both"))
+    paper_timesteps: bool = option(False, help=(
+        "pair latents and t as the paper's CompVis code does (t_enc DDIM steps remain; see the esd module docstring)"))
+    preserve_weight: float = option(0.0, ge=0, le=1e6, help=(
+        "weight of sdguard's retain term on the --preserve prompts (an extension; 0, the default: the paper's ESD, "
+        "which has no preserve term). Measured on builtin:tiny: 30 over every preserved prompt kept munch scream and "
+        "hokusai where weight 1 over 4 of 6 prompts per iteration lost them"))
     preserve_batch: int = option(0, ge=0, le=1024, help=(
         "preserved prompts in the retain term per iteration; 0 (the default): every preserved prompt, in each "
         "iteration (4 of 6 per iteration lost munch scream and hokusai on builtin:tiny, see preserve_weight)"))
@@ -108,8 +125,20 @@ def _is_esd_u(name: str) -> bool:
 class _ESD(ErasureMethod):
     Options = ESDOptions
     resumable = True
-    uses_preserve = True
     group: ClassVar[str] = ""
+
+    @property
+    def uses_preserve(self) -> bool:  # type: ignore[override]
+        """The preserve list is used by the retain term only (``preserve_weight > 0``)."""
+        return self.options.preserve_weight > 0  # type: ignore[attr-defined]
+
+    def extensions(self) -> list[str]:
+        o: ESDOptions = self.options  # type: ignore[assignment]
+        if o.preserve_weight > 0:
+            every = "every preserved prompt" if not o.preserve_batch else f"{o.preserve_batch} preserved prompts"
+            return [f"retain term (sdguard's prior preservation, weight {o.preserve_weight:g}, {every} per iteration, "
+                    f"{o.preserve_samples} latents each)"]
+        return []
 
     def select(self, name: str) -> bool:
         raise NotImplementedError
@@ -148,8 +177,13 @@ class _ESD(ErasureMethod):
         saved = load_checkpoint(workdir, CHECKPOINT, key=key) if resume and workdir is not None else None
         unet = model.unet
         saved_flags = {k: p.requires_grad for k, p in unet.named_parameters()}
-        s = self._setup(model, params, concepts, list(preserve), seed, key)
-        try:  # whatever happens, the model's flags come back
+        loaded_dtype = model.dtype
+        teacher = model.copy()  # theta*: frozen, in the loaded dtype (see the module docstring on precision)
+        if teacher.device.type != "cuda":
+            teacher.to_dtype(torch.float32)
+        model.to_dtype(torch.float32)  # trained in float32 whatever the loaded dtype; cast back below
+        try:  # whatever happens, the model's flags and dtype come back
+            s = self._setup(model, teacher, params, concepts, list(preserve), seed, key)
             start = self._restore(s, saved, workdir) if saved is not None else 0
             unet.train()
             with progress_bar(f"{self.name} erasing", o.iterations, enabled=progress, completed=start) as bar:
@@ -164,20 +198,22 @@ class _ESD(ErasureMethod):
             unet.eval()
             for k, p in unet.named_parameters():
                 p.requires_grad_(saved_flags[k])
-            s.teacher = None
+            model.to_dtype(loaded_dtype)
+            del teacher
         losses = s.losses
         tail = losses[-max(1, len(losses) // 10):]
         stats = {"parameters_trained": sum(p.numel() for p in params.values()), "tensors_trained": len(params),
                  "iterations": o.iterations, "resumed_at": start, "final_loss": sum(tail) / len(tail),
-                 "first_loss": losses[0] if losses else None, "ddim_timesteps": len(s.ddim_ts)}
+                 "first_loss": losses[0] if losses else None, "ddim_timesteps": len(s.ddim_ts),
+                 "trained_dtype": "float32", "loaded_dtype": str(loaded_dtype).replace("torch.", ""),
+                 "timesteps": "paper (CompVis: t_enc steps remain)" if o.paper_timesteps else "latent's DDIM interval"}
         return ErasureResult(stats=stats, losses=losses)
 
-    def _setup(self, model, params: dict, concepts: list[str], preserve: list[str], seed: int,
+    def _setup(self, model, teacher, params: dict, concepts: list[str], preserve: list[str], seed: int,
                key: dict) -> SimpleNamespace:
-        """The frozen teacher, the optimizer, the prompts' embeddings, the retain term's latents,
-        the DDIM timesteps and the generator of the loop's draws."""
+        """The optimizer, the prompts' embeddings, the retain term's latents, the DDIM timesteps
+        and the generator of the loop's draws, with the frozen ``teacher``."""
         o: ESDOptions = self.options  # type: ignore[assignment]
-        teacher = model.copy()  # theta*: frozen
         teacher.unet.requires_grad_(False)
         teacher.unet.eval()
         model.unet.requires_grad_(False)
@@ -219,13 +255,13 @@ class _ESD(ErasureMethod):
         gen, unet = s.gen, model.unet
         c = s.concepts[int(torch.randint(len(s.concepts), (1,), generator=gen))]
         emb = s.embs[c]
-        k = int(torch.randint(o.ddim_steps, (1,), generator=gen))  # DDIM steps taken from noise
+        k = int(torch.randint(o.ddim_steps, (1,), generator=gen))
         noise = torch.randn((o.batch_size, *s.latent_shape), generator=gen)
-        lo, hi = self._interval(k, o, s.ddim_ts, s.T)
+        taken, lo, hi = self.schedule(k, o, s.ddim_ts, s.T)
         t = torch.randint(lo, hi, (o.batch_size,), generator=gen).to(model.device)
         was_training = unet.training
         unet.eval()
-        x_t = model.sample_latents(emb, noise, steps=o.ddim_steps, guidance=o.start_guidance, stop_after=k)
+        x_t = model.sample_latents(emb, noise, steps=o.ddim_steps, guidance=o.start_guidance, stop_after=taken)
         unet.train(was_training)
         with torch.no_grad():
             e_0 = s.teacher.predict_noise(x_t, t, emb.uncond)
@@ -279,17 +315,20 @@ class _ESD(ErasureMethod):
         return x_t, t.to(model.device), prior["cond"][which]
 
     @staticmethod
-    def _interval(k: int, o: ESDOptions, ddim_ts: list[int], T: int) -> tuple[int, int]:
-        """The DDPM interval ``[lo, hi)`` t is drawn from after ``k`` DDIM steps (see the module docstring)."""
+    def schedule(k: int, o: ESDOptions, ddim_ts: list[int], T: int) -> tuple[int, int, int]:
+        """For the draw ``k`` in ``0..S-1``: the DDIM steps to take from noise and the DDPM interval
+        ``[lo, hi)`` that ``t`` is drawn from (see the module docstring). ``paper_timesteps``:
+        ``k`` is the paper's ``t_enc``, the steps that remain; otherwise the steps taken."""
         S = o.ddim_steps
-        width = max(1, round(T / S))
         if o.paper_timesteps:
+            taken = S - k
             lo, hi = round(k / S * T), round((k + 1) / S * T)
         else:
+            taken = k
             lo = ddim_ts[k] if k < len(ddim_ts) else 0
-            hi = lo + width
+            hi = lo + max(1, round(T / S))
         lo, hi = max(0, min(lo, T - 1)), min(T, hi)
-        return lo, max(hi, lo + 1)
+        return taken, lo, max(hi, lo + 1)
 
 
 def _run_key(name: str, o: ESDOptions, concepts: Sequence[str], seed: int) -> dict:

@@ -17,24 +17,37 @@ token, padding against padding; the longer prompt's tail is cut so both have the
 and a preserve prompt contributes every token of its padded sequence. The text encoder is not
 changed. No training, no sampling: seconds even on a CPU.
 
-Defaults as in the paper's code: ``lamb`` 0.5, ``erase_scale`` 1, ``preserve_scale``
-``max(0.1, 1 / len(preserve))``, keys and values both edited; ``expand`` adds, as the code's
-``add_prompts`` option does for art, "painting by C", "art by C", "artwork by C", "picture by C" and
-"style of C" to each concept C.
+The paper's code this module follows is ``train-scripts/train_erase.py`` of
+github.com/rohitgandikota/unified-concept-editing (the version published with the paper; its
+2025 rewrite ``trainscripts/uce_sd_erase.py`` keeps only the last token of each prompt and has no
+empty-prompt retain term). Defaults as in that code: ``lamb`` 0.5, ``erase_scale`` 1, the
+'replace' technique (erased tokens sent to the anchor's outputs), keys and values both edited, and
+the retain set ``[''] + preserve``: the empty prompt is always preserved, so the unconditional
+branch that classifier-free guidance subtracts keeps its outputs, with ``preserve_scale``
+``max(0.1, 1 / len(retain))`` (the empty prompt counted). ``expand`` adds, as the code's
+``add_prompts`` option does for art, "painting by C", "art by C", "artwork by C", "picture by C"
+and "style of C" to each concept C. ``retain_empty=False`` leaves the empty prompt out (a
+deviation, named in the report). ``tests/test_erasure.py`` checks the edited weights against the
+closed form written from the paper's equations in float64.
 
-One addition of ours, ``expand_preserve``: each preserve prompt P that is a name (at most four
-words) also gets the templates ("painting by P", ...); longer preserve prompts (captions) are
-kept as they are: templating them preserved "painting by ..." contexts and held a style edit of
-``builtin:tiny`` at 14% of its presence instead of under 10%. The templates' context words ("painting by", "style of") are shared by
-every artist, so erasing "style of monet" also moves what "style of hokusai" produces;
-preserving the templated names keeps them. It is off by default (the paper's code has no such
-option); see ``benchmarks/erasure.py`` for what it changes on ``builtin:tiny``.
+Deviation: the code's preserve list for art, when none is given, is its list of 1734 artists;
+sdguard has no such list for a user's model, so ``sdguard erase`` builds a default preserve set
+from what it knows (:mod:`sdguard.harden.erasure.preserve`: a dataset's frequent concepts and a
+sample of its captions) and says loudly when it knows nothing.
 
-Also ours, ``drop_conflicting`` (on by default): a preserve prompt that shares a content word with
-an erased concept ("a red circle under a night sky" against "van gogh starry night") asks the
-least-squares problem to both move and keep the same contextual token; on ``builtin:tiny`` such
-prompts held the erased artwork at 33% of its presence instead of 0%. They are left out, with a
-warning naming them.
+Extensions of ours, off by default and named in the report (``results.extensions``):
+
+- ``expand_preserve``: each preserve prompt P that is a name (at most four words) also gets the
+  templates ("painting by P", ...); longer preserve prompts (captions) are kept as they are:
+  templating them preserved "painting by ..." contexts and held a style edit of ``builtin:tiny``
+  at 14% of its presence instead of under 10%. The templates' context words ("painting by",
+  "style of") are shared by every artist, so erasing "style of monet" also moves what "style of
+  hokusai" produces; preserving the templated names keeps them. See ``benchmarks/erasure.py``.
+- ``drop_conflicting``: a preserve prompt that shares a content word with an erased concept ("a
+  red circle under a night sky" against "van gogh starry night") asks the least-squares problem
+  to both move and keep the same contextual token; on ``builtin:tiny`` such prompts held the
+  erased artwork at 33% of its presence instead of 0%. With the option they are left out, with a
+  warning naming them.
 """
 
 from __future__ import annotations
@@ -62,9 +75,11 @@ class UCEOptions(RunConfig):
     edit_keys: bool = option(True, help="edit to_k as well as to_v")
     expand: bool = option(False, help="also erase the paper code's art templates of each concept")
     expand_preserve: bool = option(False, help="also preserve the art templates of each preserve prompt")
-    drop_conflicting: bool = option(True, flag="--drop-conflicting/--keep-conflicting",
-                                    help="leave out preserve prompts that share a content word with an erased "
-                                    "concept (with a warning)")
+    retain_empty: bool = option(True, flag="--retain-empty/--no-retain-empty",
+                                help="preserve the empty prompt too, as the paper's code does ([''] + preserve)")
+    drop_conflicting: bool = option(False, flag="--drop-conflicting/--keep-conflicting",
+                                    help="sdguard extension: leave out preserve prompts that share a content word "
+                                    "with an erased concept (with a warning)")
 
 
 #: the templates of the paper's code for art concepts (its ``add_prompts`` option), used with ``expand``
@@ -134,6 +149,18 @@ class UCE(ErasureMethod):
     uses_preserve = True
     uses_anchor = True
 
+    def extensions(self) -> list[str]:
+        o: UCEOptions = self.options  # type: ignore[assignment]
+        out = []
+        if o.expand_preserve:
+            out.append("expand_preserve (sdguard: the art templates of each preserved name are preserved too)")
+        if o.drop_conflicting:
+            out.append("drop_conflicting (sdguard: preserve prompts sharing a content word with an erased concept "
+                       "left out)")
+        if not o.retain_empty:
+            out.append("retain_empty off (deviation: the empty prompt is not preserved, unlike the paper's code)")
+        return out
+
     def touched(self, model) -> dict[str, torch.nn.Parameter]:
         keys = self.options.edit_keys  # type: ignore[attr-defined]
         return {k: p for k, p in model.unet.named_parameters() if _is_edited(k, keys)}
@@ -160,14 +187,15 @@ class UCE(ErasureMethod):
             warnings.warn(f"--preserve: {len(dropped)} prompt(s) share words with an erased concept and are left out "
                           f"(UCE cannot both move and keep those tokens): {shown}{more}", UserWarning, stacklevel=2)
             preserve = [p for p in preserve if p not in dropped]
-        # the paper's preserve scale counts the prompts the user gave
-        s_p = o.preserve_scale if o.preserve_scale is not None else max(0.1, 1.0 / max(1, len(preserve)))
+        retain = ([""] if o.retain_empty and "" not in preserve else []) + preserve
+        # the paper's preserve scale counts the retain set: the empty prompt and the prompts the user gave
+        s_p = o.preserve_scale if o.preserve_scale is not None else max(0.1, 1.0 / max(1, len(retain)))
         if o.expand_preserve:  # the preserved names in the same templates, so the shared context words keep their outputs
             names = [p for p in preserve if len(p.split()) <= TEMPLATE_MAX_WORDS]
-            preserve = preserve + [t.format(p) for p in names for t in ART_TEMPLATES]
+            retain = retain + [t.format(p) for p in names for t in ART_TEMPLATES]
         c_e = torch.cat([c for c, _ in pairs])  # erased tokens, n_e x d
         c_a = torch.cat([a for _, a in pairs])  # their anchors
-        c_p = preserve_embeddings(model, preserve) if preserve else c_e.new_zeros((0, c_e.shape[1]))
+        c_p = preserve_embeddings(model, retain) if retain else c_e.new_zeros((0, c_e.shape[1]))
         d = c_e.shape[1]
         eye = torch.eye(d, dtype=torch.float64, device=c_e.device)
         # the right-hand factor is the same for every projection
@@ -191,7 +219,9 @@ class UCE(ErasureMethod):
                 p.copy_(w_new.to(p.dtype))
         stats = {"projections_edited": len(params), "parameters_edited": sum(p.numel() for p in params.values()),
                  "erased_tokens": int(c_e.shape[0]), "preserved_tokens": int(c_p.shape[0]),
-                 "preserve_scale": s_p, "preserve_left_out": list(dropped), "anchors": anchors, "relative_weight_change_mean": sum(shift) / len(shift),
+                 "preserve_scale": s_p, "preserve_left_out": list(dropped), "retained_empty_prompt": "" in retain,
+                 "preserved_prompts": len(retain), "anchors": anchors,
+                 "relative_weight_change_mean": sum(shift) / len(shift),
                  "seconds": round(time.perf_counter() - t0, 4)}
         return ErasureResult(stats=stats)
 
