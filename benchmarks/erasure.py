@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "esd-x": dict(iterations=args.esd_iterations, lr=args.esd_lr, ddim_steps=args.esd_ddim_steps,
                       batch_size=args.esd_batch_size, preserve_weight=args.esd_preserve_weight,
                       preserve_batch=args.esd_preserve_batch),
-        "uce": {} if not args.uce_one_edit else dict(expand=True),
+        "uce": {} if not args.uce_one_edit else dict(expand=True, drop_conflicting=True),
     }
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     for name, opts in methods.items():
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 # the art templates erased; both keep the templates of the kept names); later edits also
                 # preserve what earlier ones erased
                 for k, concept in enumerate(ERASE):
-                    o = dict(expand_preserve=True) if k == 0 else dict(expand=True, expand_preserve=True)
+                    # sdguard's extensions expand_preserve and drop_conflicting (off by default since issue 14)
+                    o = dict(expand_preserve=True, drop_conflicting=True, expand=k > 0)
                     get_method("uce", **o).run(model, [concept], preserve=uce_preserve + ERASE[:k], seed=r)
             else:
                 get_method(name, **opts).run(model, ERASE, preserve=uce_preserve if name == "uce" else esd_preserve,

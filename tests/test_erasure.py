@@ -87,7 +87,7 @@ def _esd_gap(model, teacher, concept, eta, seed=0):
 @pytest.mark.parametrize("spacing", ["leading", "trailing"])
 @pytest.mark.parametrize("paper", [False, True])
 def test_esd_draws_t_at_the_noise_level_of_its_latents(model, spacing, paper):
-    from sdguard.harden.erasure.esd import ESDOptions, ESDX
+    from sdguard.harden.erasure.esd import ESDX, ESDOptions
 
     sched = type(model.scheduler).from_config({**model.scheduler.config, "timestep_spacing": spacing})
     S, T = 50, int(sched.config.num_train_timesteps)

@@ -297,3 +297,28 @@ def frequent_words(texts: Iterable[str], top: int = 10, *, stop_words: Iterable[
         counts.update({w for w in words(text) if w not in stop and len(w) >= min_length and not w.isdigit()})
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     return [{"word": w, "count": c, "share": c / n} for w, c in ranked]
+
+
+def frequent_phrases(texts: Iterable[str], top: int = 10, *, stop_words: Iterable[str] = STOP_WORDS,
+                     min_count: int = 3, collocation: float = 0.5) -> list[dict]:
+    """The ``top`` phrases of one or two words found in the most captions (each caption counts a
+    phrase once, stop words removed before pairing): a pair of neighbouring words is a phrase when
+    it is in at least ``collocation`` of the captions of its rarer word ("pearl earring", "van
+    gogh"), and a single word is one when no chosen pair holds it. ``[{"phrase", "count", "share"}]``,
+    ties broken alphabetically; phrases in fewer than ``min_count`` captions are left out."""
+    stop = frozenset(stop_words)
+    one: Counter[str] = Counter()
+    two: Counter[str] = Counter()
+    n = 0
+    for text in texts:
+        n += 1
+        ws = [w for w in words(text) if w not in stop and not w.isdigit()]
+        one.update(set(ws))
+        two.update({f"{a} {b}" for a, b in zip(ws, ws[1:]) if a != b})
+    pairs = {p: c for p, c in two.items() if c >= min_count and c >= collocation * min(one[w] for w in p.split())}
+    paired = {w for p in pairs for w in p.split()}
+    # a word is covered by its pair only where the pair is nearly all of its captions
+    singles = {w: c for w, c in one.items() if c >= min_count and
+               (w not in paired or max(pc for p, pc in pairs.items() if w in p.split()) < collocation * c)}
+    ranked = sorted({**pairs, **singles}.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return [{"phrase": p, "count": c, "share": c / max(1, n)} for p, c in ranked]

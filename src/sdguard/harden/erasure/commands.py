@@ -28,8 +28,11 @@ class EraseConfig(ResumableConfig):
     model: str = option(positional=True, help="builtin:NAME, a diffusers folder, a .safetensors file or a hub id")
     concepts: list[str] = option(flag="--concept", min_length=1, help="a concept to erase (repeat for several)")
     method: str = option(help="the erasure method (esd-x, esd-u, esd-all, uce)")
-    preserve: list[str] = option(default_factory=list, help="a concept to keep (uce: preserve term; esd: retain "
-                                 "term)")
+    preserve: list[str] = option(default_factory=list, help="a concept to keep (uce: preserve term; esd: sdguard's "
+                                 "retain term, with --preserve-weight); default: built from --dataset (or, for "
+                                 "builtin:tiny, its world)")
+    dataset: str | None = option(None, help="the model's training data (any dataset format): without --preserve, "
+                                 "its frequent concepts and a sample of its captions are preserved")
     anchor: str | None = option(None, help="uce: what erased concepts map to (default: the empty prompt)")
     options: dict[str, Any] = option(default_factory=dict, cli=False, help="the method's own options")
     seed: int = option(0, ge=0, le=2**63 - 1, help="seed of the random draws (esd) and of the preview images")
@@ -64,10 +67,18 @@ def erase(*args: Any, progress: bool | None = None, **values: Any) -> Report:
             raise InputError.bad("--preserve", p, "is empty: every preserved concept needs at least one word")
     meth = get_method(cfg.method, **{**cfg.options, **own})
     cfg = cfg.model_copy(update={"concepts": concepts, "preserve": preserve, "options": meth.options.model_dump()})
-    method, anchor, resume = cfg.method, cfg.anchor, cfg.resume
+    method, anchor = cfg.method, cfg.anchor
     notes: list[str] = []
-    if preserve and not meth.uses_preserve:
-        notes.append(f"--preserve {preserve!r} is not used by --method {method!r}")
+    source = "--preserve" if preserve else None
+    if not preserve and meth.uses_preserve:
+        preserve, source = _default_preserve(cfg, concepts, notes)
+    elif preserve and not meth.uses_preserve:
+        why = " (ESD has no preserve term; --preserve-weight > 0 switches on sdguard's retain term)" \
+            if method.startswith("esd") else ""
+        notes.append(f"--preserve {preserve!r} is not used by --method {method!r}{why}")
+    if cfg.dataset is not None and (cfg.preserve or not meth.uses_preserve):
+        notes.append(f"--dataset {cfg.dataset!r} is not used: it builds the default preserve set, and "
+                     + ("--preserve was given" if cfg.preserve else f"--method {method!r} preserves nothing here"))
     if anchor is not None and not meth.uses_anchor:
         notes.append(f"--anchor {anchor!r} is not used by --method {method!r} (ESD erases towards the empty prompt)")
     for n in notes:
@@ -76,16 +87,31 @@ def erase(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     report = Report("erase", cfg)
     # a resumable method keeps its staging folder (with its checkpoint) when a run fails or is
     # interrupted, so that ``resume=True`` can continue it
-    with output_for(cfg, "erase", "model", resumable=meth.resumable) as stage:
-        _run(report, cfg, meth, concepts, preserve, anchor, notes, stage, resume, progress)
+    with output_for(cfg, "erase", "model", resumable=meth.resumable) as stage:  # noqa: SIM117
+        _run(report, cfg, meth, concepts, preserve, source, notes, stage, progress)
     return report
 
 
-def _run(report: Report, cfg: EraseConfig, meth, concepts: list[str], preserve: list[str], anchor: str | None,
-         notes: list[str], stage, resume: bool, progress: bool | None) -> None:
+def _default_preserve(cfg: EraseConfig, concepts: list[str], notes: list[str]) -> tuple[list[str], str | None]:
+    """The default preserve set (:mod:`.preserve`) and where it comes from; a loud note when the
+    command knows nothing to build it from."""
+    from .preserve import NOTHING_KNOWN, default_preserve, known_texts
+
+    known = known_texts(cfg.model, cfg.dataset)
+    if known is None:
+        notes.append(NOTHING_KNOWN)
+        return [], None
+    texts, where = known
+    chosen = default_preserve(concepts, texts, seed=cfg.seed)
+    return chosen["concepts"] + chosen["captions"], (f"default: {len(chosen['concepts'])} frequent concepts and "
+                                                     f"{len(chosen['captions'])} captions of {where}")
+
+
+def _run(report: Report, cfg: EraseConfig, meth, concepts: list[str], preserve: list[str], source: str | None,
+         notes: list[str], stage, progress: bool | None) -> None:
     from ...models import DiffusionModel
 
-    method = cfg.method
+    method, anchor, resume = cfg.method, cfg.anchor, cfg.resume
     with report.timer("load"):
         m = DiffusionModel.load(cfg.model, device=cfg.device)
     report.add_model("original", m)
@@ -115,7 +141,7 @@ def _run(report: Report, cfg: EraseConfig, meth, concepts: list[str], preserve: 
     changed = sum(v.numel() for v in delta.values())
     report.results = {
         "method": method, "concepts": concepts, "preserve": preserve, "anchor": anchor,
-        "options": cfg.options, "stats": result.stats,
+        "options": cfg.options, "preserve_source": source, "extensions": meth.extensions(), "stats": result.stats,
         "delta": {"file": DELTA_FILE, "tensors": len(delta), "parameters": changed, "bytes": delta_bytes,
                   "share_of_unet": changed / max(1, total), "base_fingerprint": base_fp},
         "erase_seconds": report.timings["erase"], "warnings": notes,
@@ -127,8 +153,13 @@ def _run(report: Report, cfg: EraseConfig, meth, concepts: list[str], preserve: 
     report.summary = [f"erased {', '.join(repr(c) for c in concepts)} with {method} in {report.timings['erase']:.2f}s",
                       f"changed {len(delta)} tensors ({changed:,} parameters, {changed / max(1, total):.1%} of the UNet); "
                       f"delta file {delta_bytes / 1e6:.2f} MB"]
+    if source and source != "--preserve":
+        report.summary.append(f"preserved {len(preserve)} prompts: {source}")
     if notes:
         report.section("Warnings", "", table=[{"warning": n} for n in notes])
+    extensions = meth.extensions()
+    report.section("Extensions", "sdguard's additions to the published method, switched on in this run"
+                   if extensions else f"none: {method} as published", table=[{"extension": e} for e in extensions])
     if result.losses:
         from ...report.plots import line_plot
 
