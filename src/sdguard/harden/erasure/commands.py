@@ -87,7 +87,7 @@ def erase(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     report = Report("erase", cfg)
     # a resumable method keeps its staging folder (with its checkpoint) when a run fails or is
     # interrupted, so that ``resume=True`` can continue it
-    with output_for(cfg, "erase", "model", resumable=meth.resumable) as stage:  # noqa: SIM117
+    with output_for(cfg, "erase", "model", resumable=meth.resumable) as stage:
         _run(report, cfg, meth, concepts, preserve, source, notes, stage, progress)
     return report
 

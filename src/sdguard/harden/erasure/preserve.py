@@ -9,12 +9,14 @@ measurement, ``sdguard audit erasure --keep "munch scream"``). The paper's code 
 1734 artists for art erasure; sdguard knows instead the data the model was trained on when the
 user says which (``--dataset``), or, for ``builtin:tiny``, the default world it was trained on:
 
-- the dataset's most frequent concepts (:func:`~sdguard.data.captions.frequent_phrases`: words
-  and two-word collocations such as "munch scream", found in the most captions), and
+- the dataset's most frequent concepts (:func:`~sdguard.data.captions.frequent_phrases`: half
+  two-word collocations such as "munch scream", half single words, each found in the most
+  captions), and
 - a sample of its captions (distinct, drawn with the run's seed),
 
-both without any phrase or caption that shares a content word with an erased concept (keeping a
-token that the edit must move holds the erased concept back). With neither, the preserve set is
+both taken from the captions that share no content word with an erased concept (keeping a token
+that the edit must move holds the erased concept back; a phrase of the erased concept's own
+captions, "famous oil" of "starry night van gogh famous oil painting", would too). With neither, the preserve set is
 empty and the command warns that unrelated concepts will move. Named in the report
 (``results.preserve_source``).
 """
@@ -29,7 +31,7 @@ from ...data.captions import frequent_phrases
 from .uce import _COMMON_WORDS, conflicting
 
 #: phrases and captions of the default preserve set
-DEFAULT_CONCEPTS = 40
+DEFAULT_CONCEPTS = 60
 DEFAULT_CAPTIONS = 40
 
 #: the warning when the command knows nothing to preserve
@@ -56,12 +58,20 @@ def default_preserve(concepts: Sequence[str], texts: Sequence[str], *, n_concept
                      n_captions: int = DEFAULT_CAPTIONS, seed: int = 0) -> dict[str, list[str]]:
     """``{"concepts": [...], "captions": [...]}``: the frequent concepts and a caption sample of
     ``texts`` that share no content word with ``concepts`` (see the module docstring)."""
-    phrases = [r["phrase"] for r in frequent_phrases(texts, 4 * n_concepts, stop_words=_COMMON_WORDS)]
-    clash = conflicting(concepts, phrases)
-    kept = [p for p in phrases if p not in clash][:n_concepts]
     distinct = sorted(set(" ".join(t.split()) for t in texts) - {""})
     clash = conflicting(concepts, distinct)
-    pool = [t for t in distinct if t not in clash and t not in kept]
+    pool = [t for t in distinct if t not in clash]  # captions that name none of the erased words
+    others = [t for t in texts if " ".join(t.split()) not in clash]
+    phrases = [r["phrase"] for r in frequent_phrases(others, 20 * n_concepts, stop_words=_COMMON_WORDS)]
+    clash = conflicting(concepts, phrases)
+    phrases = [p for p in phrases if p not in clash]
+    # half names of two words (collocations: "munch scream", "pearl earring"), half single words, each
+    # by frequency: single words (colours, shapes) are far more frequent and would crowd the names out
+    pairs, singles = [p for p in phrases if " " in p], [p for p in phrases if " " not in p]
+    half = n_concepts // 2
+    kept = pairs[:half] + singles[:n_concepts - min(half, len(pairs))]
+    kept = kept + [p for p in pairs[half:] if p not in kept][:n_concepts - len(kept)]
+    pool = [t for t in pool if t not in kept]
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(pool), min(n_captions, len(pool)), replace=False) if pool else []
     return {"concepts": kept, "captions": [pool[i] for i in sorted(pick)]}
