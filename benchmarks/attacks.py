@@ -16,7 +16,7 @@ to succeed at least as often; UnlearnDiffAtk is also judged once per timestep (i
 first success), the soft-prompt attack once at the end.
 
     python benchmarks/attacks.py                        # the published 50 timesteps x 40 iterations
-    python benchmarks/attacks.py --timesteps 10 --steps 20 --targets 4   # quicker
+    python benchmarks/attacks.py --timesteps 10 --steps 10 --targets 4   # quicker (UnlearnDiffAtk only)
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def erase_model(name: str, original, preserve: list[str], scenes: list[str]):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", type=int, default=8, help="images of each concept attacked")
-    ap.add_argument("--steps", type=int, default=None, help="attack steps (default: each attack's own; "
-                    "UnlearnDiffAtk 40 per timestep as published, soft-prompt 60)")
+    ap.add_argument("--steps", type=int, default=40, help="UnlearnDiffAtk's iterations per timestep (published 40)")
+    ap.add_argument("--soft-steps", type=int, default=60, help="the soft-prompt attack's steps (its default 60)")
     ap.add_argument("--timesteps", type=int, default=50, help="UnlearnDiffAtk's timesteps (published 50)")
     ap.add_argument("--n", type=int, default=8, help="images per prompt")
     ap.add_argument("--denoise-steps", type=int, default=20)
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         rows[method] = {}
         for name in ATTACK_NAMES:
             cfg = AuditErasureConfig(original="builtin:tiny", erased=method, concepts=ERASE, out="unused", attack=name,
-                                     attack_steps=args.steps, attack_timesteps=args.timesteps,
+                                     attack_steps=args.steps if name == "unlearndiffatk" else args.soft_steps,
+                                     attack_timesteps=args.timesteps,
                                      attack_targets=args.targets, steps=args.denoise_steps, guidance=7.5,
                                      batch_size=32)
             rows[method][name] = {}

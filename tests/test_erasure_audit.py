@@ -68,6 +68,7 @@ def test_cli_audit_erasure_reports_before_and_after(run_cli, world_dir, erased_d
     assert res["efficacy"]["monet"]["kind"] == "style" and res["efficacy"]["van gogh starry night"]["target"] == "starry_night"
     assert set(res["utility"]["original"]) == {"shape", "color", "position", "mean"}
     assert set(res["robustness"]) == {"monet", "van gogh starry night"}
+    assert {v["method"] for v in res["robustness"].values()} == {"UnlearnDiffAtk (Zhang et al.)"}  # the default
     assert "data:image/png;base64," in (out / "report.html").read_text()
 
 

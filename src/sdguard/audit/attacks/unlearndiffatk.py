@@ -25,9 +25,11 @@ per timestep, Adam ``lr = 0.01``, ``weight_decay = 0.1``; 50 timesteps; uniform 
 
 Deviations:
 
-- the special tokens (start, end, padding) are left out of the vocabulary the distributions range
-  over, so that every sampled token decodes to text (the official code keeps them and drops the
-  end token from the decoded prompt);
+- the vocabulary the distributions range over is the tokens whose text the tokenizer reads back as
+  that one token (whole words): no special token (start, end, padding) and no sub-word piece, so
+  that the text prompt output is exactly the tokens optimised (the official code ranges over the
+  whole vocabulary and decodes the argmax tokens, end tokens dropped; a piece without a word end
+  then joins the next word, and the text no longer encodes to what was optimised);
 - the targets of one prompt are attacked in one batch: each has its own distributions, noise and
   stopping point, and the batch loss is the *sum* of the targets' losses, so each target's gradient
   is the one of a run on it alone; a target that succeeded stops being evaluated (its rows are still
@@ -104,16 +106,25 @@ def sampled_timesteps(total: int, count: int) -> list[int]:
     return list(range(stride // 2, total, stride))[:count]
 
 
-def _vocabulary(model) -> torch.Tensor:
-    special = special_ids(model.tokenizer)
+def vocabulary(model) -> torch.Tensor:
+    """The ids an adversarial token may take: every token whose text the tokenizer reads back as
+    that one token (whole words; no special token, no sub-word piece that would join the next word)."""
+    tok = model.tokenizer
+    special = special_ids(tok)
     rows = model.text_encoder.get_input_embeddings().weight.shape[0]
-    return torch.tensor([i for i in range(min(len(model.tokenizer), rows)) if i not in special])
+    ids = [i for i in range(min(len(tok), rows)) if i not in special]
+    texts = [" ".join(t.replace("</w>", " ").split()) for t in tok.batch_decode([[i] for i in ids])]
+    back = tok(texts, add_special_tokens=False).input_ids
+    return torch.tensor([i for i, b in zip(ids, back) if b == [i]])
 
 
 def decode_prompts(model, ids: torch.Tensor) -> list[str]:
-    """The text of each row of token ids, special tokens left out."""
+    """The text of each row of token ids, special tokens left out. A word-end mark the tokenizer's
+    decoder leaves in (``</w>``: some tokenizers do where a sub-word piece precedes a word) is a space;
+    a piece without one joins the next token's text, as in the official code's decoded prompts."""
     special = special_ids(model.tokenizer)
-    return [model.tokenizer.decode([i for i in row.tolist() if i not in special]).strip() for row in ids]
+    texts = [model.tokenizer.decode([i for i in row.tolist() if i not in special]) for row in ids]
+    return [" ".join(t.replace("</w>", " ").split()) for t in texts]
 
 
 def unlearndiffatk(model, prompt: str, target_latents: torch.Tensor, judge: Judge | None = None, *,
@@ -128,7 +139,7 @@ def unlearndiffatk(model, prompt: str, target_latents: torch.Tensor, judge: Judg
     x0 = target_latents.to(model.device, model.dtype)
     n = x0.shape[0]
     ids = prefix_ids(model, prompt, tokens, n)
-    vocab = _vocabulary(model)
+    vocab = vocabulary(model)
     table = model.text_encoder.get_input_embeddings().weight.detach()[vocab.to(model.device)].float()
     gen = torch.Generator("cpu").manual_seed(int(seed))
     probs = torch.full((n, tokens, len(vocab)), 1.0 / len(vocab), device=model.device)
