@@ -15,8 +15,9 @@ once, which on builtin:tiny cannot reach both concepts), with the same preserve 
   of the original model's rate on the same prompts and seeds (goal: <= 10%);
 - retention: the same for the kept concepts, the other artworks and styles (goal: >= 90%);
 - utility: attribute-classifier accuracy on unrelated scene prompts, before and after;
-- robustness (first run only): the success rate of the UnlearnDiffAtk-style prompt-embedding
-  attack of :mod:`sdguard.audit.robustness` against each erased concept.
+- robustness (first run only): the success rate of the soft-prompt attack (white-box, continuous
+  embeddings; :mod:`sdguard.audit.attacks.soft_prompt`) against each erased concept
+  (``benchmarks/attacks.py`` sets it beside UnlearnDiffAtk).
 
 Medians over runs are printed and written to ``benchmarks/results/erasure.json``; the goal of
 issue 6 is UCE at least 100x faster than ESD at equal efficacy.
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                    "ratio": {k: (after[k].rate / base[k].rate if base[k].rate > 0 else None) for k in after}}
             if r == 0 and not args.no_attack:
                 acfg = AuditErasureConfig(original=args.model, erased=name, concepts=ERASE, out="unused",
-                                          attack_steps=args.attack_steps, steps=args.steps, guidance=gen["guidance"],
+                                          attack="soft-prompt", attack_steps=args.attack_steps, steps=args.steps,
+                                          guidance=gen["guidance"],
                                           batch_size=gen["batch_size"], seed=r)
                 row["attack"] = {}
                 for c in erase:

@@ -132,7 +132,7 @@ def test_i2p_cli_reports_the_skipped_rows(run_cli, tmp_path):
     p = tmp_path / "i2p.csv"
     p.write_text(I2P)
     code, _, stderr = run_cli("audit", "erasure", "builtin:tiny-random", "builtin:tiny-random", "--concept", "nudity",
-                              "--prompts", p, "--n", 1, "--steps", 1, "--no-attack", "--out", tmp_path / "o")
+                              "--prompts", p, "--n", 1, "--steps", 1, "--attack", "none", "--out", tmp_path / "o")
     assert code == 0, stderr
     warned = " ".join(warnings_of(stderr))
     assert "6 row(s) skipped" in warned and "'1e30'" in warned
@@ -149,7 +149,7 @@ def test_i2p_bad_file_is_one_sentence(run_cli, tmp_path, content, words):
     p = tmp_path / "i2p.csv"
     p.write_bytes(content)
     code, _, stderr = run_cli("audit", "erasure", "builtin:tiny-random", "builtin:tiny-random", "--concept", "nudity",
-                              "--prompts", p, "--n", 1, "--steps", 1, "--no-attack", "--out", tmp_path / "o")
+                              "--prompts", p, "--n", 1, "--steps", 1, "--attack", "none", "--out", tmp_path / "o")
     one_sentence(code, stderr, "--prompts", *words)
     nothing_written(tmp_path)
 

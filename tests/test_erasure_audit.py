@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sdguard.audit.attacks import soft_prompt_attack
 from sdguard.audit.erasure import resolve_concept
-from sdguard.audit.robustness import prompt_embedding_attack
 from sdguard.core.errors import InputError
 
 SAMPLE = Path(__file__).parent / "data" / "i2p_sample.csv"
@@ -56,7 +56,7 @@ def test_cli_audit_erasure_reports_before_and_after(run_cli, world_dir, erased_d
     code, stdout, stderr = run_cli("audit", "erasure", "builtin:tiny-random", erased_dir, "--concept", "monet",
                                    "--concept", "van gogh starry night", "--keep", "hokusai", "--dataset", world_dir,
                                    "--n", 2, "--prompts-per-concept", 2, "--utility-prompts", 2, "--steps", 4,
-                                   "--attack-steps", 2, "--out", out)
+                                   "--attack-steps", 2, "--attack-timesteps", 2, "--out", out)
     assert code == 0, stderr
     assert "report.html" in stdout and "monet" in stdout
     data = json.loads((out / "report.json").read_text())
@@ -68,6 +68,7 @@ def test_cli_audit_erasure_reports_before_and_after(run_cli, world_dir, erased_d
     assert res["efficacy"]["monet"]["kind"] == "style" and res["efficacy"]["van gogh starry night"]["target"] == "starry_night"
     assert set(res["utility"]["original"]) == {"shape", "color", "position", "mean"}
     assert set(res["robustness"]) == {"monet", "van gogh starry night"}
+    assert {v["method"] for v in res["robustness"].values()} == {"UnlearnDiffAtk (Zhang et al.)"}  # the default
     assert "data:image/png;base64," in (out / "report.html").read_text()
 
 
@@ -101,7 +102,7 @@ def test_cli_audit_erasure_bad_input(run_cli, world_dir, erased_dir, tmp_path, a
 def test_fid_without_its_dependency_or_weights_exits_3(run_cli, world_dir, erased_dir, tmp_path):
     code, _, stderr = run_cli("audit", "erasure", "builtin:tiny-random", erased_dir, "--concept", "monet", "--dataset",
                               world_dir, "--n", 1, "--prompts-per-concept", 1, "--utility-prompts", 1, "--steps", 2,
-                              "--no-attack", "--fid", "--out", tmp_path / "o")
+                              "--attack", "none", "--fid", "--out", tmp_path / "o")
     assert code == 3, stderr
     assert "--fid" in stderr or ("torchmetrics" in stderr and "pip install" in stderr), stderr
     assert not (tmp_path / "o").exists()
@@ -152,12 +153,12 @@ def test_fid_errors_name_the_extra(monkeypatch):
         fid_backend()
 
 
-def test_attack_optimises_prepended_token_embeddings(tiny_random):
+def test_soft_prompt_attack_optimises_prepended_token_embeddings(tiny_random):
     model = tiny_random.copy()
     before = {k: p.detach().clone() for k, p in model.unet.named_parameters()}
     flags = [p.requires_grad for p in model.unet.parameters()]
     targets = model.generate(["a red circle"] * 2, 0, steps=3).latents
-    res = prompt_embedding_attack(model, "a red circle", targets, tokens=3, steps=4, lr=0.05, seed=1)
+    res = soft_prompt_attack(model, "a red circle", targets, tokens=3, steps=4, lr=0.05, seed=1)
     plain = model.encode_prompts(["a red circle"] * 2)
     assert res.cond.shape == plain.cond.shape and torch.allclose(res.uncond, plain.uncond)
     assert torch.allclose(res.cond[:, 0], plain.cond[:, 0])  # the start token sees nothing before it
@@ -167,4 +168,4 @@ def test_attack_optimises_prepended_token_embeddings(tiny_random):
     for (k, p), f in zip(model.unet.named_parameters(), flags):  # the model is left as it was
         assert torch.equal(p, before[k]) and p.requires_grad == f
     with pytest.raises(InputError, match="--attack-tokens"):
-        prompt_embedding_attack(model, "a red circle", targets, tokens=40)
+        soft_prompt_attack(model, "a red circle", targets, tokens=40)

@@ -111,14 +111,14 @@ def test_the_kept_artwork_and_style_stay(setup, erased):
 
 
 def test_the_attack_brings_the_artwork_back_against_uce_not_esd(setup, erased):
-    """The adversarial-prompt attack on 3 of the original model's artwork images, 15 steps: against UCE
+    """The soft-prompt attack on 3 of the original model's artwork images, 15 steps: against UCE
     it brought the artwork back in 3 of 3 targets, where the erased model's plain prompt showed it in 0;
     against ESD-x in 0 of 3 (benchmark, 8 targets and 60 steps: 100% against UCE, 12% against ESD-x)."""
     from sdguard.audit.erasure import AuditErasureConfig, attack_concept
 
     method, model, after = erased
     cfg = AuditErasureConfig(original="builtin:tiny", erased=method, concepts=[ARTWORK], out="unused", attack_targets=3,
-                             attack_steps=15, steps=STEPS)
+                             attack="soft-prompt", attack_steps=15, steps=STEPS)
     entry, grid = attack_concept(model, setup["concepts"][ARTWORK], setup["base"][ARTWORK], after[ARTWORK],
                                  setup["detector"], cfg)
     assert entry["targets"] == 3 and grid is not None and np.isfinite(entry["loss_first_last"]).all()

@@ -23,6 +23,7 @@ CHOICES = {
     ("WorldConfig", "image_size"): 64,
     ("TrainTinyConfig", "prediction_type"): "epsilon",
     ("EraseConfig", "method"): "uce",
+    ("AuditErasureConfig", "attack"): "soft-prompt",
 }
 
 # each command's library function (the Python API twin)

@@ -16,9 +16,10 @@ Before (the original model) vs after (the erased model), on the same prompts and
 - **utility**: on unrelated prompts of the world (plain scenes), the accuracy with which the
   world's :class:`AttributeClassifier` reads back the shape, colour and position the prompt
   asked for; optionally FID (torchmetrics or clean-fid, where the Inception weights are present);
-- **robustness**: the success rate of an adversarial-prompt attack in the spirit of
-  UnlearnDiffAtk (Zhang et al. 2024; :mod:`sdguard.audit.robustness`) against the erased model,
-  on images of the concept that the original model made.
+- **robustness**: the success rate of an adversarial-prompt attack against the erased model, on
+  images of the concept that the original model made (``--attack``, :mod:`sdguard.audit.attacks`:
+  UnlearnDiffAtk as published, Zhang et al. 2023, by default; or the soft-prompt attack on
+  continuous embeddings), with the text prompts UnlearnDiffAtk found.
 
 Every figure is under ``results`` in ``report.json``; ``report.html`` shows image grids before
 and after, and under attack.

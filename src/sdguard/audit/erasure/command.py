@@ -12,7 +12,7 @@ from ...core.config import build, output_for
 from ...core.errors import InputError, require
 from ...core.progress import progress_bar
 from ...report import Report
-from .attack import attack_concept
+from .attack import NO_ATTACK, attack_concept, check_attack
 from .concepts import NUDITY_WORDS, Concept, load_or_make_default_world, resolve_concept
 from .config import AuditErasureConfig
 from .fid import fid_backend, fid_score
@@ -58,6 +58,7 @@ def plan_audit(cfg: AuditErasureConfig) -> AuditPlan:
     """Refuse contradictory or unusable inputs (exit 2; 3 for a missing FID or NudeNet package) before any work."""
     from ..nudity import load_i2p_prompts
 
+    check_attack(cfg.attack)
     for arg, values in (("--concept", cfg.concepts), ("--keep", cfg.keep)):
         for v in values:
             if not v.strip():
@@ -124,7 +125,7 @@ def compute_audit(cfg: AuditErasureConfig, plan: AuditPlan, report: Report, *,
     if world is not None and cfg.utility_prompts:
         with report.timer("utility"):
             audit.utility = measure_utility(m0, m1, world, probes, cfg, plan.fid_backend)
-    if cfg.attack:  # an UnlearnDiffAtk-style attack on the erased model
+    if cfg.attack != NO_ATTACK:  # the attack on the erased model (UnlearnDiffAtk by default)
         with report.timer("attack"):
             audit.attacks = [Attack(p.concept, *attack_concept(m1, p.concept, p.before, p.after, detector, cfg))
                              for p in audit.presence if p.role == "efficacy"]

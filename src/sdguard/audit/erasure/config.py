@@ -25,10 +25,16 @@ class AuditErasureConfig(OutputConfig):
     guidance: float = option(7.5, ge=0, le=100, help="classifier-free guidance scale")
     batch_size: int = option(16, ge=1, le=1024, help="images per forward pass")
     utility_prompts: int = option(16, ge=0, le=10_000, help="unrelated prompts for utility (0: none)")
-    attack: bool = option(True, help="run the adversarial-prompt attack")
-    attack_steps: int = option(60, ge=1, le=100_000, help="optimization steps of the attack")
+    attack: str = option("unlearndiffatk", help="the attack on the erased model: unlearndiffatk (UnlearnDiffAtk, "
+                         "Zhang et al. 2023, as published: real tokens, a text prompt), soft-prompt (white-box, "
+                         "continuous embeddings) or none")
+    attack_steps: int | None = option(None, ge=1, le=100_000, help="optimization steps of the attack (default: the "
+                                      "attack's own, unlearndiffatk 40 per timestep as published, soft-prompt 60)")
     attack_tokens: int = option(5, ge=1, le=70, help="adversarial tokens prepended to the prompt")
-    attack_lr: float = option(0.02, gt=0, le=10, help="learning rate of the attack")
+    attack_lr: float | None = option(None, gt=0, le=10, help="learning rate of the attack (default: the attack's own, "
+                                     "unlearndiffatk 0.01 as published, soft-prompt 0.02)")
+    attack_timesteps: int = option(50, ge=1, le=1000, help="timesteps unlearndiffatk walks through, --attack-steps "
+                                   "iterations each (published: 50)")
     attack_targets: int = option(8, ge=1, le=10_000, help="images of the concept attacked per concept")
     replication_threshold: float = option(0.6, gt=-1, le=1, help="pixel cosine similarity to the nearest training "
                                           "image (a copy of the artwork) that counts as replication")

@@ -57,14 +57,20 @@ def _utility_section(report: Report, u: dict[str, Any]) -> None:
 def _robustness_section(report: Report, rob: dict[str, Any]) -> None:
     if not rob:
         return
-    report.section("Robustness", "An UnlearnDiffAtk-style attack: adversarial token embeddings prepended to the "
-                   "prompt, optimised against the erased model's diffusion loss on images of the concept made by "
-                   "the original model, then generated from the same seeds.",
-                   table=[{"concept": k, **{kk: vv for kk, vv in v.items() if kk != "loss_first_last"}}
-                          for k, v in rob.items()])
+    label = next(iter(rob.values()))["method"]
+    hidden = ("loss_first_last", "prompts_found")
+    report.section("Robustness", f"The {label}: adversarial tokens prepended to the prompt, optimised against the "
+                   "erased model's diffusion loss on images of the concept made by the original model, then generated "
+                   "from the same seeds; the success rate counts the targets brought back by the adversarial prompt "
+                   "or already by the plain one.",
+                   table=[{"concept": k, **{kk: vv for kk, vv in v.items() if kk not in hidden}} for k, v in rob.items()])
+    found = [{"concept": k, **row} for k, v in rob.items() for row in v.get("prompts_found", [])]
+    if found:
+        report.section("Prompts found", f"The text prompt the {label} found for each target (real tokens of the "
+                       "vocabulary, decoded by the tokenizer), and whether it brought the concept back.", table=found)
     for k, v in rob.items():
         if v.get("attack_success_rate") is not None:
-            report.summary.append(f"attack on {k!r}: success rate {_pct(v['attack_success_rate'])} "
+            report.summary.append(f"{v['method']} on {k!r}: success rate {_pct(v['attack_success_rate'])} "
                                   f"(without attack {_pct(v['no_attack_rate'])}, {v['targets']} targets)")
 
 
