@@ -7,14 +7,12 @@ import pytest
 import torch
 
 from sdguard.audit.attacks import ATTACKS, project_simplex, unlearndiffatk
-from sdguard.audit.attacks.base import prefix_ids
 from sdguard.audit.attacks.unlearndiffatk import (
     StraightThroughSample,
     decode_prompts,
     sampled_timesteps,
 )
 from sdguard.core.errors import InputError
-from sdguard.models.builtin import tiny_available
 
 ARTWORK = "van gogh starry night"
 
@@ -64,50 +62,6 @@ def test_unlearndiffatk_outputs_a_real_text_prompt(tiny_random):
     with pytest.raises(InputError, match="--attack-timesteps"):
         sampled_timesteps(10, 11)
     assert sampled_timesteps(1000, 50)[:3] == [10, 30, 50] and len(sampled_timesteps(1000, 50)) == 50
-
-
-@pytest.fixture(scope="module")
-def uce_erased():
-    from sdguard.harden.erasure import get_method
-    from sdguard.models import load_model
-
-    original = load_model("builtin:tiny")
-    prompt = f"a painting of {ARTWORK}"
-    targets = original.generate([prompt] * 3, [0, 1, 2], steps=10).latents
-    erased = original.copy()
-    get_method("uce").run(erased, [ARTWORK], preserve=["munch scream", "monet", "hokusai"])
-    return erased, prompt, targets
-
-
-def _loss(model, ids, targets):
-    """The erased model's diffusion loss on the targets for prompt ids, over fixed timesteps and noises."""
-    gen = torch.Generator().manual_seed(123)
-    total = 0.0
-    with torch.no_grad():
-        cond = model.encode_text(ids)
-        for t in range(50, 1000, 100):  # the same timesteps and noises for every prompt
-            tt = torch.full((len(targets),), t)
-            noise = torch.randn(targets.shape, generator=gen)
-            pred = model.predict_noise(model.scheduler.add_noise(targets, noise, tt), tt, cond)
-            total += float(((pred - model.prediction_target(targets, noise, tt)) ** 2).mean())
-    return total / 10
-
-
-@pytest.mark.skipif(not tiny_available(), reason="builtin:tiny is not installed")
-def test_unlearndiffatk_lowers_the_erased_models_loss_on_the_concept(uce_erased):
-    """Against UCE on builtin:tiny the prompts found (36 iterations) lower the erased model's loss on
-    the original model's images of the artwork below the plain prompt's and below a prefix of five
-    words that are not optimised (measured: 0.518 vs 0.527 plain, 0.537 unoptimised prefix; the
-    original model: 0.163: real tokens close little of what UCE removed, see benchmarks/attacks.py)."""
-    model, prompt, targets = uce_erased
-    res = unlearndiffatk(model, prompt, targets, steps=6, timesteps=6, seed=0)
-    n = len(targets)
-    plain = _loss(model, model.tokenize([prompt] * n), targets)
-    unoptimised = _loss(model, model.tokenize([f"top blue o red purple {prompt}"] * n), targets)
-    attacked = _loss(model, model.tokenize(res.prompts), targets)
-    assert attacked < min(plain, unoptimised) - 0.005, (plain, unoptimised, attacked, res.prompts)
-    assert all(p.endswith(" " + prompt) and len(p.split()) == len(prompt.split()) + 5 for p in res.prompts)
-    assert prefix_ids(model, prompt, 5, 1).shape[1] == model.tokenizer.model_max_length
 
 
 def test_the_attack_registry_and_an_unknown_name(run_cli, tmp_path):
