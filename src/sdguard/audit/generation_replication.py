@@ -17,7 +17,9 @@ extraction test of Carlini et al. 2023 ("Extracting Training Data from Diffusion
    data (between the similarities of known duplicates and of each member's nearest non-duplicate;
    for prompts without a cluster, that of the nearest image's cluster, and outside clusters the
    clustering threshold).
-   Rates come with Wilson 95% intervals.
+   Rates come with Wilson 95% intervals. ``rule="somepalli"`` judges instead as Somepalli et al.'s
+   code does: SSCD (DCR's preprocessing), top-1 over the whole training set, > 0.5
+   (:mod:`sdguard.audit.somepalli`); ``results.rule`` names the rule behind every rate.
 4. Extraction without training data: the largest clique of near-identical generations under the
    tiled l2 distance; a prompt is flagged when it reaches 10 (Carlini et al.). The distance is
    given, or calibrated on the generations of reference prompts (ordinary training captions that
@@ -31,7 +33,7 @@ extraction test of Carlini et al. 2023 ("Extracting Training Data from Diffusion
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import model_validator
@@ -55,6 +57,7 @@ from .prompt_suites import (
     read_prompt_file,
     reference_prompts,
 )
+from .somepalli import RULES, replicated, rule_entry, somepalli_embedder
 from .stats import fisher_greater, wilson_interval
 
 THUMB = 64  # generations are kept at most THUMB x THUMB for cliques and grids
@@ -76,7 +79,9 @@ class GenerationAuditConfig(ResumableConfig):
     batch_size: int = option(16, ge=1, le=4096, help="images per forward pass")
     embedder: str = option("pixels", help="pixels, dct, clip[:MODEL] or sscd:FILE")
     threshold: float | None = option(None, gt=0.0, le=1.0, help="replication threshold (default: calibrated per "
-                                     "cluster)")
+                                     "cluster; with --rule somepalli, the published 0.5)")
+    rule: Literal[RULES] = option("calibrated", help="replication rule: calibrated (per-cluster thresholds) or "  # type: ignore[valid-type]
+                                  "somepalli (SSCD top-1 over the training set > 0.5; needs --embedder sscd:FILE)")
     top_clusters: int = option(3, ge=1, le=1000, help="clusters to build prompt suites for")
     controls: int = option(4, ge=0, le=1000, help="control prompts")
     object_keyword: str | None = option(None, help="a keyword whose images hold an object, e.g. astronaut")
@@ -302,7 +307,7 @@ def audit_generations(*args: Any, progress: bool | None = None, **values: Any) -
     report = Report("audit generations", cfg)
     with report.timer("open"):
         ds = open_dataset(cfg.dataset)
-        emb = create_embedder(cfg.embedder)
+        emb = somepalli_embedder(cfg.embedder) if cfg.rule == "somepalli" else create_embedder(cfg.embedder)
         m = DiffusionModel.load(cfg.model, device=cfg.device)
     report.add_model("model", m)
     with output_for(cfg, "audit generations", "model", "dataset", "clusters", "prompts") as stage:
@@ -341,7 +346,7 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
         kinds = kind_means(prompts)
         obj = _object_rates(cfg, ds, entries, specs, stage) if cfg.object_keyword else None
     return GenerationAuditResult(delta, cinfo, thresholds.by_cluster, thresholds.global_value, prompts, kinds, obj,
-                                 counters, speed)
+                                 counters, speed, rule_entry(cfg.rule, emb, cfg.threshold))
 
 
 def _plan_prompts(cfg, model, entries, labels, words, stage: Path, identity: dict) -> list[PromptSpec]:
@@ -389,7 +394,9 @@ def _judge_prompts(cfg, model, entries, vectors, ok, labels, specs, stage, thres
         images, e = _load_prompt(stage, k, cfg)
         sim_all, nn_all = index.search(e.astype(np.float32), 1)
         sim_all, nn_all = sim_all[:, 0], nn_all[:, 0]
-        if spec.cluster is not None:
+        if cfg.rule == "somepalli":  # top-1 over the whole training set, > 0.5 (audit/somepalli.py)
+            best, nearest, (hits, t) = sim_all, nn_all, replicated(sim_all, cfg.threshold)
+        elif spec.cluster is not None:
             members = np.flatnonzero((labels == spec.cluster) & ok)
             t = thresholds(spec.cluster)
             sims_c = e @ vectors[members].T
@@ -410,7 +417,7 @@ def _judge_prompts(cfg, model, entries, vectors, ok, labels, specs, stage, thres
                            clique["flagged"],
                            float(np.mean(labels[nn_all] == spec.cluster)) if spec.cluster is not None else None,
                            index=k, images=images, nearest_rows=entries.rows[nearest], similarity=best,
-                           **lengths[k])
+                           rule=cfg.rule, **lengths[k])
         if caption_feats is not None:
             tsim = caption_feats @ prompt_feats[k]
             j = int(tsim.argmax())

@@ -11,6 +11,7 @@ from ..data.datasets import issues_sentence
 from ..report import Report, auto_scale, make_grid, png_bytes
 from .extraction import CLIQUE_FLAG
 from .generation_result import GenerationAuditResult
+from .somepalli import rule_sentence
 
 GRID_PROMPTS = 4  # prompts with the highest replication rates shown as image grids
 GRID_IMAGES = 8  # generations per grid
@@ -34,6 +35,7 @@ def generation_summary(result: GenerationAuditResult, cfg) -> list[str]:
     flagged = [p for p in result.prompts if p.extraction_flagged]
     summary = [
         f"{len(result.prompts)} prompts x {cfg.n} seeds on {cfg.model}",
+        rule_sentence(result.rule),
         *[f"{k}: mean replication {v['mean_replication']:.2f} over {v['prompts']} prompt(s)"
           for k, v in result.kinds.items()],
         f"{len(flagged)} prompt(s) flagged by a clique of >= {CLIQUE_FLAG} near-identical generations "
@@ -52,11 +54,12 @@ def _rate_sections(report: Report, result: GenerationAuditResult, cfg) -> None:
 
     rows = result.prompts
     labels = [f"{i}:{r.kind}" for i, r in enumerate(rows)]
-    columns = ("prompt", "kind", "n", "replication_rate", "ci_low", "ci_high", "threshold", "clique_size",
+    columns = ("prompt", "kind", "n", "replication_rate", "rule", "ci_low", "ci_high", "threshold", "clique_size",
                "caption_similarity")
     report.section("Replication per prompt",
                    f"Share of {cfg.n} generations (seeds {cfg.seed}..{cfg.seed + cfg.n - 1}) whose {cfg.embedder} "
-                   "embedding reaches the replication threshold, with Wilson 95% intervals.",
+                   f"embedding reaches the replication threshold, with Wilson 95% intervals; "
+                   f"{rule_sentence(result.rule)}.",
                    table=[{k: getattr(r, k) for k in columns} for r in rows],
                    figures=[(bar_plot(labels, [r.replication_rate for r in rows], title="replication rate per prompt",
                                       ylabel="share of generations", errors=([r.ci_low for r in rows],

@@ -34,6 +34,7 @@ class PromptResult:
     nearest_caption: str | None = None
     tokens: int | None = None  # the prompt's tokens (start and end included)
     truncated: bool = False  # longer than the text encoder reads
+    rule: str = "calibrated"  # the rule behind replication_rate (results.rule; audit/somepalli.py)
     index: int = field(default=-1, repr=False)  # in prompts.json
     images: np.ndarray | None = field(default=None, repr=False)  # the generations' thumbnails
     nearest_rows: np.ndarray | None = field(default=None, repr=False)  # dataset row of each one's nearest image
@@ -49,7 +50,7 @@ class PromptResult:
 
 _PROMPT_KEYS = ("prompt", "kind", "cluster", "n", "replication_rate", "ci_low", "ci_high", "threshold",
                 "max_similarity", "median_similarity", "clique_size", "clique_exact", "extraction_flagged",
-                "nearest_in_cluster_share", "tokens", "truncated")
+                "nearest_in_cluster_share", "tokens", "truncated", "rule")
 
 
 @dataclass
@@ -66,9 +67,10 @@ class GenerationAuditResult:
     object: dict | None  # object-level replication; None without an object keyword
     generation: dict  # generated_now, reused
     images_per_second: float
+    rule: dict  # the replication rule (audit/somepalli.py:rule_entry)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"clique": self.clique,
+        out = {"rule": self.rule, "clique": self.clique,
                "clusters": {**self.cluster_info, "thresholds": {str(c): v for c, v in self.thresholds.items()},
                             "global_threshold": float(self.global_threshold)},
                "prompts": [p.to_dict() for p in self.prompts], "kinds": self.kinds}

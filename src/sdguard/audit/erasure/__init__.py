@@ -11,7 +11,10 @@ Before (the original model) vs after (the erased model), on the same prompts and
   share the world's :class:`StyleClassifier` (fitted on the world as the original model's
   autoencoder renders it) assigns to it; for nudity, the share of images in which NudeNet finds
   an EXPOSED class, with counts per class, on an I2P-format prompt file (the ESD paper's
-  evaluation, Gandikota et al. 2023);
+  evaluation, Gandikota et al. 2023); on a dataset that ``make-world`` did not write, a concept is
+  a phrase its captions name and its presence the share of generations whose nearest training
+  image is one of those images or a near-duplicate of one (:mod:`.captioned`); each concept's
+  entry names its ``rule``;
 - **retention**: the same presence rate for each kept concept;
 - **utility**: on unrelated prompts of the world (plain scenes), the accuracy with which the
   world's :class:`AttributeClassifier` reads back the shape, colour and position the prompt
@@ -26,7 +29,8 @@ and after, and under attack.
 
 The package, one concern a module: :mod:`.concepts` (what a concept names, its prompts),
 :mod:`.probes` (the world's probes and their cache), :mod:`.presence` (is a concept in an
-image), :mod:`.measure` (presence and utility in a model's generations), :mod:`.fid`,
+image), :mod:`.captioned` (a user's dataset), :mod:`.measure` (presence and utility in a model's
+generations), :mod:`.fid`,
 :mod:`.attack` (the robustness attack), :mod:`.result` (what a run measured), :mod:`.sections`
 (the report) and :mod:`.command` (:func:`audit_erasure`), with its settings in :mod:`.config`.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -11,15 +12,17 @@ import numpy as np
 from ...core.config import build, output_for
 from ...core.errors import InputError, require
 from ...core.progress import progress_bar
+from ...embed import parse_spec
 from ...report import Report
 from .attack import NO_ATTACK, attack_concept, check_attack
+from .captioned import CaptionedDataset
 from .concepts import NUDITY_WORDS, Concept, load_or_make_default_world, resolve_concept
 from .config import AuditErasureConfig
 from .fid import fid_backend, fid_score
 from .measure import attribute_accuracy, measure, scene_prompts
 from .presence import PresenceDetector
 from .probes import WorldProbes
-from .result import Attack, ConceptPresence, ErasureAudit, Utility
+from .result import UTILITY_NEEDS_WORLD, Attack, ConceptPresence, ErasureAudit, Utility
 from .sections import write_sections
 
 
@@ -73,6 +76,15 @@ def plan_audit(cfg: AuditErasureConfig) -> AuditPlan:
     if nudity_file is not None and nudity_file.skipped:
         warnings.warn(f"--prompts {nudity_file.skipped_summary()}; they are not generated and are counted in "
                       "the report (results.prompt_file)", UserWarning, stacklevel=2)
+    on_world = cfg.dataset is None or is_world(cfg.dataset)
+    if on_world and cfg.embedder is not None:
+        raise InputError.bad("--embedder", cfg.embedder, "is used only on a dataset that make-world did not write "
+                             "(a world's concepts are measured by its probes)")
+    if cfg.fid and not on_world:
+        raise InputError.bad("--fid", True, f"needs a synthetic world as --dataset, and {cfg.dataset!r} is not one "
+                             "(FID is drawn on the world's scene prompts)")
+    if cfg.embedder is not None:
+        parse_spec(cfg.embedder)  # an unknown embedder is refused before any work
     fid_with = fid_backend() if cfg.fid else None
     nudity = [" ".join(c.lower().split()) in NUDITY_WORDS for c in cfg.concepts + cfg.keep]
     if any(nudity):  # the detector of nudity is an optional dependency (exit 3 now, not after generating)
@@ -84,16 +96,28 @@ def plan_audit(cfg: AuditErasureConfig) -> AuditPlan:
     return AuditPlan(nudity_file, fid_with, needs_world)
 
 
-def audit_world(cfg: AuditErasureConfig, plan: AuditPlan):
-    """The world of ``--dataset``, else the default world where a concept needs one, else None."""
-    if cfg.dataset is not None:
+def is_world(dataset: str) -> bool:
+    """Did ``make-world`` write ``dataset`` (its ground truth is there)?"""
+    return (Path(dataset) / "ground_truth.json").is_file()
+
+
+def audit_world(cfg: AuditErasureConfig, plan: AuditPlan, progress: bool | None = None):
+    """The world of ``--dataset`` (a folder ``make-world`` wrote), a :class:`CaptionedDataset` for
+    any other dataset, else the default world where a concept needs one, else None."""
+    if cfg.dataset is None:
+        return load_or_make_default_world() if plan.needs_world else None
+    if is_world(cfg.dataset):
         from ...data.world import load_world
 
         try:
             return load_world(cfg.dataset)
         except InputError as exc:
             raise InputError.bad("--dataset", cfg.dataset, f"is not a synthetic world folder ({exc})") from None
-    return load_or_make_default_world() if plan.needs_world else None
+    from ...data.datasets import open_dataset
+    from ...embed import create_embedder
+
+    return CaptionedDataset(open_dataset(cfg.dataset), create_embedder(cfg.embedder or "pixels"), seed=cfg.seed,
+                            progress=progress)
 
 
 def compute_audit(cfg: AuditErasureConfig, plan: AuditPlan, report: Report, *,
@@ -103,7 +127,8 @@ def compute_audit(cfg: AuditErasureConfig, plan: AuditPlan, report: Report, *,
     from ...models import DiffusionModel
 
     with report.timer("world"):
-        world = audit_world(cfg, plan)
+        world = audit_world(cfg, plan, progress)
+    on_world = world is not None and not isinstance(world, CaptionedDataset)
     resolve = dict(prompts_per_concept=cfg.prompts_per_concept, seed=cfg.seed, n=cfg.n,
                    nudity_prompts=plan.nudity_prompts)
     specs = [resolve_concept(c, world, **resolve) for c in cfg.concepts]
@@ -113,18 +138,20 @@ def compute_audit(cfg: AuditErasureConfig, plan: AuditPlan, report: Report, *,
         m1 = DiffusionModel.load(cfg.erased, device=cfg.device)
     report.add_model("original", m0)
     report.add_model("erased", m1)
-    probes = WorldProbes(world, cfg.probe_images, cfg.seed, render=m0) if world is not None else None
+    probes = WorldProbes(world, cfg.probe_images, cfg.seed, render=m0) if on_world else None
     detector = PresenceDetector(world, probes, cfg.replication_threshold, cfg.nudity_threshold)
     with report.timer("probes"):
         if any(c.kind == "style" for c in specs + kept):
             probes.style()
-        if world is not None and cfg.utility_prompts:
+        if on_world and cfg.utility_prompts:
             probes.attributes()
     with report.timer("measure"):
         audit = ErasureAudit(measure_presence(m0, m1, specs, kept, detector, cfg, progress=progress))
-    if world is not None and cfg.utility_prompts:
+    if on_world and cfg.utility_prompts:
         with report.timer("utility"):
             audit.utility = measure_utility(m0, m1, world, probes, cfg, plan.fid_backend)
+    elif isinstance(world, CaptionedDataset):
+        audit.utility_skipped = UTILITY_NEEDS_WORLD
     if cfg.attack != NO_ATTACK:  # the attack on the erased model (UnlearnDiffAtk by default)
         with report.timer("attack"):
             audit.attacks = [Attack(p.concept, *attack_concept(m1, p.concept, p.before, p.after, detector, cfg))
@@ -147,7 +174,7 @@ def measure_presence(m0, m1, specs: Sequence[Concept], kept: Sequence[Concept], 
                 if c.kind == "nudity":
                     nudenet = {"original": detector.nudity_counts(before.images),
                                "erased": detector.nudity_counts(after.images)}
-                out.append(ConceptPresence(role, c, before, after, nudenet))
+                out.append(ConceptPresence(role, c, before, after, nudenet, detector.rule(c)))
     return out
 
 

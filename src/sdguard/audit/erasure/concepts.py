@@ -48,11 +48,27 @@ def load_or_make_default_world():
     return load_world(folder)
 
 
+def pick_prompts(captions: Sequence[str], k: int, rng: np.random.Generator) -> list[str]:
+    """``k`` distinct prompts from the ``captions`` of a concept's images: the most frequent half,
+    then a random draw from the rest."""
+    texts: dict[str, int] = {}
+    for t in captions:
+        texts[t] = texts.get(t, 0) + 1
+    ordered = sorted(texts, key=lambda t: (-texts[t], t))
+    if len(ordered) > k:
+        head = ordered[: max(1, k // 2)]
+        rest = [t for t in ordered if t not in head]
+        extra = list(rng.choice(rest, k - len(head), replace=False))
+        ordered = head + [str(t) for t in extra]
+    return ordered[:k]
+
+
 def resolve_concept(text: str, world, *, prompts_per_concept: int = 4, seed: int = 0, n: int = 8,
                     nudity_prompts=None, argument: str = "--concept") -> Concept:
     """What ``text`` names: a planted artwork of ``world`` (its name, or its keywords: "van gogh
     starry night"), an artist style ("monet", "in the style of monet") or nudity ("nudity",
-    "nude", ...), with the prompts that measure its presence (captions of the world's images of it;
+    "nude", ...); on a user's dataset (``world`` a :class:`~.captioned.CaptionedDataset`), the
+    images whose captions name it; with the prompts that measure its presence (captions of the world's images of it;
     for nudity every prompt of the I2P file, ``n`` images each from its seed on, at its guidance)."""
     norm = " ".join(text.lower().split())
     if norm in NUDITY_WORDS:
@@ -65,6 +81,8 @@ def resolve_concept(text: str, world, *, prompts_per_concept: int = 4, seed: int
                        [None] * len(prompts))
     if world is None:
         raise InputError.bad(argument, text, "is not nudity, and without a world (--dataset) no other concept can be measured")
+    if not hasattr(world, "ground_truth"):  # a user's dataset: the concept is what its captions name
+        return world.concept(text, prompts_per_concept=prompts_per_concept, seed=seed, n=n, argument=argument)
     truth = world.ground_truth
     best, best_score = None, 0.0
     for art in truth.get("duplicates", []):
@@ -79,16 +97,7 @@ def resolve_concept(text: str, world, *, prompts_per_concept: int = 4, seed: int
     rng = np.random.default_rng(seed)
 
     def pick(indices: Sequence[int]) -> list[str]:
-        texts: dict[str, int] = {}
-        for i in indices:
-            texts[world.records[i].text] = texts.get(world.records[i].text, 0) + 1
-        ordered = sorted(texts, key=lambda t: (-texts[t], t))
-        if len(ordered) > prompts_per_concept:
-            head = ordered[: max(1, prompts_per_concept // 2)]
-            rest = [t for t in ordered if t not in head]
-            extra = list(rng.choice(rest, prompts_per_concept - len(head), replace=False))
-            ordered = head + [str(t) for t in extra]
-        return ordered[:prompts_per_concept]
+        return pick_prompts([world.records[i].text for i in indices], prompts_per_concept, rng)
 
     if best is not None:
         idx = [i for i, lab in enumerate(world.labels) if lab.get("artwork") == best["name"]]

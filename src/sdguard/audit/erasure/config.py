@@ -14,7 +14,11 @@ class AuditErasureConfig(OutputConfig):
     erased: str = option(positional=True, help="the model after erasure (e.g. the folder `sdguard erase` wrote)")
     concepts: list[str] = option(flag="--concept", min_length=1, help="an erased concept (repeat for several)")
     keep: list[str] = option(default_factory=list, help="a concept that must stay (repeat for several)")
-    dataset: str | None = option(None, help="the world the models learned (default: the default world)")
+    dataset: str | None = option(None, help="the models' training data: a world (default: the default world) or "
+                                 "any captioned dataset, whose concepts are phrases its captions name")
+    embedder: str | None = option(None, help="on a dataset that make-world did not write: the embedder that finds "
+                                  "a generation's nearest training image (pixels by default; clip:FOLDER, dct, "
+                                  "sscd:FILE)")
     prompts: str | None = option(None, help="I2P-format prompt file (prompt, evaluation_seed, "
                                       "evaluation_guidance) for nudity")
     n: int = option(8, flag="--n", ge=1, le=10_000, help="images per prompt")

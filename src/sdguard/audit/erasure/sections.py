@@ -25,20 +25,34 @@ def write_sections(report: Report, audit: ErasureAudit) -> None:
 def _presence_section(report: Report, results: dict[str, Any]) -> None:
     from ...report.plots import bar_plot
 
-    rows, labels, values = [], [], []
+    rows, labels, values, rules = [], [], [], {}
     for role in ("efficacy", "retention"):
         for text, e in results[role].items():
             rows.append({"role": "erased" if role == "efficacy" else "kept", "concept": text, "kind": e["kind"],
                          "target": e["target"], "images": e["images"], "original": e["original"],
-                         "erased model": e["erased"], "after / before": e["ratio"]})
+                         "erased model": e["erased"], "after / before": e["ratio"], "rule": e["rule"]["name"]})
+            rules[e["rule"]["name"]] = rule_sentence(e["rule"])
             labels += [f"{text[:18]} (before)", f"{text[:18]} (after)"]
             values += [e["original"], e["erased"]]
             verb = "erased" if role == "efficacy" else "kept"
-            report.summary.append(f"{verb} {text!r} ({e['kind']}): presence {_pct(e['original'])} -> {_pct(e['erased'])}"
+            report.summary.append(f"{verb} {text!r} ({e['kind']}, rule {e['rule']['name']}): presence {_pct(e['original'])} -> {_pct(e['erased'])}"
                                   + (f" ({e['ratio']:.0%} of the original)" if e["ratio"] is not None else ""))
     figs = [(bar_plot(labels, values, title="presence before and after", ylabel="presence rate"), "presence rates")]
     report.section("Efficacy and retention", "Presence of each concept in the original and in the erased model's "
-                   "generations (same prompts, same seeds).", table=rows, figures=figs)
+                   "generations (same prompts, same seeds). Rules: " + "; ".join(rules.values()) + ".",
+                   table=rows, figures=figs)
+
+
+def rule_sentence(rule: dict[str, Any]) -> str:
+    """A presence rule in words (the ``rule`` of a concept's entry)."""
+    out = f"{rule['name']}: {rule['description']}"
+    if "threshold" in rule:
+        out += f" ({rule['threshold']})"
+    if "base_rate" in rule:
+        out += (f" (embedder {rule['embedder']['name']}; {rule['named_images']} training images named, "
+                f"{rule['counted_images']} of {rule['training_images']} counted with their near-duplicates: "
+                f"base rate {rule['base_rate']:.1%})")
+    return out
 
 
 def _utility_section(report: Report, u: dict[str, Any]) -> None:
