@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         plain = plain_copy(Path(world.root), tmp / "plain")
         erased = tmp / "erased"
         erase("builtin:tiny", [ERASE], "uce", out=str(erased), preview=0, progress=False)
-        common = dict(n=args.n, prompts_per_concept=args.prompts_per_concept, steps=args.steps, attack=False,
+        common = dict(n=args.n, prompts_per_concept=args.prompts_per_concept, steps=args.steps, attack="none",
                       utility_prompts=0, progress=False)
         out: dict = {"erase": ERASE, "keep": KEEP, "method": "uce", "settings": common, "rules": {}}
         for label, dataset, extra in (("world", world.root, {}), ("captions", plain, {"embedder": args.embedder})):

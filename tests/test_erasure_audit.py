@@ -75,7 +75,7 @@ def test_cli_audit_erasure_reports_before_and_after(run_cli, world_dir, erased_d
 def test_cli_audit_erasure_of_nudity_needs_no_world(run_cli, erased_dir, tmp_path, monkeypatch):
     pytest.importorskip("nudenet")
     code, stdout, stderr = run_cli("audit", "erasure", "builtin:tiny-random", erased_dir, "--concept", "nudity",
-                                   "--prompts", SAMPLE, "--n", 1, "--steps", 2,
+                                   "--prompts", SAMPLE, "--n", 1, "--steps", 2, "--attack", "none",
                                    "--out", tmp_path / "a")
     assert code == 0, stderr
     res = json.loads((tmp_path / "a" / "report.json").read_text())["results"]

@@ -57,7 +57,7 @@ def test_cli_audit_erasure_on_a_captioned_dataset(run_cli, shapes, erased, tmp_p
     out = tmp_path / "audit"
     code, stdout, stderr = run_cli("audit", "erasure", "builtin:tiny-random", erased, "--concept",
                                    "golden checkerboard", "--keep", "red square", "--dataset", shapes, "--n", 2,
-                                   "--prompts-per-concept", 2, "--steps", 2, "--no-attack", "--out", out)
+                                   "--prompts-per-concept", 2, "--steps", 2, "--attack", "none", "--out", out)
     assert code == 0, stderr
     res = json.loads((out / "report.json").read_text())["results"]
     entry = res["efficacy"]["golden checkerboard"]
