@@ -177,8 +177,8 @@ def test_audit_on_the_other_world_reports_rules_and_clusters(other_world, tmp_pa
     monkeypatch.setenv("SDGUARD_CACHE", str(tmp_path / "cache"))
     root, _ = other_world
     code, _, err = run_cli("audit", "generations", "builtin:tiny-random", "--dataset", root, "--out", tmp_path / "out",
-                           "--n", 12, "--batch-size", 12, "--steps", 2, "--top-clusters", 1, "--controls", 1,
-                           "--reference-prompts", 2)
+                           "--n", 4, "--batch-size", 4, "--steps", 1, "--top-clusters", 1, "--controls", 1,
+                           "--reference-prompts", 1)
     assert code == 0, err
     results = json.loads((tmp_path / "out" / "report.json").read_text())["results"]
     for row in results["prompts"]:
