@@ -32,7 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from sdguard.audit.erasure import PresenceDetector, WorldProbes, load_or_make_default_world, measure, resolve_concept
+    from sdguard.audit.erasure import (
+        PresenceDetector,
+        WorldProbes,
+        load_or_make_default_world,
+        measure,
+        resolve_concept,
+    )
     from sdguard.harden.erasure import get_method
     from sdguard.models import load_model
 

@@ -47,3 +47,12 @@ def small_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("small_world") / "world"
     make_world(root, seed=3, size=500)
     return root
+
+
+@pytest.fixture(scope="session")
+def other_world(tmp_path_factory):
+    """A 300-image world written by tests/other_world.py, not make-world: ``(root, planted)``."""
+    from other_world import write_other_world
+
+    root = tmp_path_factory.mktemp("other_world") / "world"
+    return root, write_other_world(root, n=300, seed=0)

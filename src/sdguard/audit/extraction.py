@@ -1,57 +1,94 @@
 """Extraction without training data: cliques of near-identical generations (Carlini et al. 2023).
 
-Carlini et al. ("Extracting Training Data from Diffusion Models", USENIX Security 2023) generate
-500 images per prompt and flag a prompt when at least 10 of its generations are all within a
-small distance of each other: a model that reproduces a training image does so for many seeds,
-while fresh generations differ. Their distance is the *tiled* l2: images are cut into a grid of
-non-overlapping tiles (4x4 = 16 tiles) and the distance of two images is the largest normalized
-l2 (root mean square) distance between corresponding tiles, so that a single matching region
-cannot hide a difference elsewhere. We use their clique size of 10; their distance threshold
-is stated for 512x512 generations (0.15 on [0, 1] pixels).
+Carlini et al. ("Extracting Training Data from Diffusion Models", USENIX Security 2023, Sec. 4;
+no official code was released, this follows the paper's text) generate 500 images per prompt and
+flag a prompt when at least 10 of its generations are all within a small distance of each other:
+a model that reproduces a training image does so for many seeds, while fresh generations differ.
+Their distance is the *tiled* l2: images are cut into 4x4 = 16 non-overlapping tiles (128 pixels
+on their 512-pixel images) and the distance of two images is the largest normalized l2 (root mean
+square, on [0, 1] pixels) between corresponding tiles, so that a single matching region cannot
+hide a difference elsewhere. Here the tiles are taken at the generations' own resolution (a
+512-pixel model gets the paper's 128-pixel tiles, a 32-pixel one 8-pixel tiles): comparing
+downsampled thumbnails would average differences away and shrink every distance.
 
-That threshold does not carry over to small or low-diversity models: a 32-pixel model draws a
-fully specified scene ("an orange triangle at the bottom over a white background") nearly the
-same from every seed, and all the generations of such an ordinary prompt fall within 0.15 of
-each other. :func:`calibrate_delta` sets the distance from the model itself: for each of a few
-reference prompts (ordinary training captions, not audited) the 1% quantile of the pairwise
-distances among its generations; the distance is the smallest of these (the least diverse
-ordinary prompt's closest pairs), and never looser than Carlini et al.'s 0.15. Measured on
-``builtin:tiny`` (demo, 32 seeds): generations of the memorized artwork lie a median 0.03 apart,
-those of the simplest control scenes 0.07-0.09.
+Three rules are measured on every prompt; the report says which one flagged it:
+
+- ``published``: a clique of >= 10 at Carlini et al.'s 0.15. Always reported; it decides only when
+  asked for (``--clique-delta 0.15``): on small or low-diversity models it over-flags, since a
+  32-pixel model draws a fully specified scene nearly the same from every seed.
+- ``calibrated`` (or ``given``, with ``--clique-delta``): a clique of >= 10 at a distance set from
+  the model itself (:func:`calibrate_delta`): for each of a few reference prompts (ordinary
+  training captions, not audited) the 1% quantile of the pairwise distances among its generations;
+  the smallest of these (the least diverse ordinary prompt's closest pairs), never above 0.15.
+- ``copies`` (an extension, on whenever the distance is calibrated): a clique of >= 10 among the
+  generations that replicate one training cluster of copies, at the distance the copies lie apart
+  (:func:`copy_spread`: their median pairwise tiled l2). The calibrated distance follows the most
+  uniform ordinary prompt; a memorized image's generations vary as its jittered copies do, and on
+  a world of flat-background shapes (a plain ring drawn alike from every seed: 1% quantile 0.016)
+  they formed cliques of only 3-4 of 64 at it although every generation's nearest training image
+  was the artwork. A cluster whose members lie 0.15 or more apart holds look-alikes, not copies,
+  and is left out. The training image is only the anchor: the generations are compared with each
+  other, not with it (the model's autoencoder renders a copy differently: on ``builtin:tiny`` the
+  memorized starry night's generations lie 0.14 from the nearest training copy, 0.016 from each
+  other).
+
+Measured on ``builtin:tiny`` (``make demo``, 32 seeds): the starry night copies lie a median 0.028
+apart, its generations 0.016 (they reach a clique of 10 at 0.015); the look-alike clusters of plain
+scenes and astronauts 0.25-0.42 (left out); the controls need 0.043-0.24 for a clique of 10, the
+reference prompts 0.076-0.38 (calibrated distance 0.037).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.images import resize_batch
 
 CLIQUE_FLAG = 10
 DEFAULT_DELTA = 0.15
 CALIBRATION_QUANTILE = 0.01
+COPY_TWIN = DEFAULT_DELTA / 2  # a cluster of copies: each member this near another (median)
 
 
-def tiled_l2(images: np.ndarray, grid: int = 4, size: int = 64) -> np.ndarray:
-    """Pairwise tiled l2 distances (N x N) of uint8 or [0, 1] float images N x H x W x 3."""
-    x = np.asarray(images)
-    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-    n, h, w = x.shape[:3]
-    if min(h, w) > size:  # compare at most size x size pixels (area downsampling)
-        x = resize_batch((x * 255).round().astype(np.uint8), size).astype(np.float32) / 255.0
-        h = w = size
+def _as_chunks(images) -> list[np.ndarray]:
+    """One array (N x H x W x 3) or a list of such chunks (arrays or read-only memory maps)."""
+    if isinstance(images, (list, tuple)):
+        return [c for c in images if len(c)]
+    return [np.asarray(images)]
+
+
+def tiled_l2(images, grid: int = 4) -> np.ndarray:
+    """Pairwise tiled l2 distances (N x N) of uint8 or [0, 1] float images N x H x W x 3, at
+    their own resolution (Carlini et al.: a ``grid`` x ``grid`` split, the largest normalized l2
+    over corresponding tiles; 512-pixel images give their 128-pixel tiles).
+
+    ``images`` may be a list of chunks (e.g. memory maps of the stored generations): one tile of
+    every image is read at a time, so memory holds N tiles in float32 (N x H x W x 3 / grid^2 x 4
+    bytes: 98 MB for 500 images of 512 pixels), never all the images in float.
+    """
+    chunks = _as_chunks(images)
+    n = sum(len(c) for c in chunks)
+    if n == 0:
+        return np.zeros((0, 0), np.float32)
+    h, w = chunks[0].shape[1:3]
     th, tw = h // grid, w // grid
-    tiles = x[:, : th * grid, : tw * grid].reshape(n, grid, th, grid, tw, -1).transpose(0, 1, 3, 2, 4, 5)
-    tiles = tiles.reshape(n, grid * grid, -1)
-    d = tiles.shape[-1]
     out = np.zeros((n, n), np.float32)
-    sq = (tiles ** 2).sum(-1)  # n x T
-    for t in range(grid * grid):
-        g = tiles[:, t] @ tiles[:, t].T
-        dist2 = np.maximum(sq[:, t, None] + sq[None, :, t] - 2 * g, 0) / d
-        np.maximum(out, np.sqrt(dist2), out=out)
+    for ty in range(grid):
+        for tx in range(grid):
+            x = np.empty((n, th * tw * chunks[0].shape[3]), np.float32)
+            k = 0
+            for c in chunks:
+                tile = np.asarray(c[:, ty * th:(ty + 1) * th, tx * tw:(tx + 1) * tw])
+                x[k:k + len(c)] = tile.reshape(len(c), -1)
+                k += len(c)
+            if chunks[0].dtype == np.uint8:
+                x /= 255.0
+            sq = (x * x).sum(1)
+            dist2 = np.maximum(sq[:, None] + sq[None, :] - 2 * (x @ x.T), 0) / x.shape[1]
+            np.maximum(out, np.sqrt(dist2), out=out)
     np.fill_diagonal(out, 0.0)
     return out
 
@@ -111,34 +148,40 @@ def largest_clique(adjacency: np.ndarray, budget: int = 20_000, seconds: float =
     return sorted(best), exact
 
 
-def extraction_clique(images: np.ndarray, delta: float = DEFAULT_DELTA, grid: int = 4) -> dict:
-    """The largest clique of generations within tiled-l2 ``delta`` of each other."""
-    dist = tiled_l2(images, grid=grid)
+def _count(images) -> int:
+    return sum(len(c) for c in _as_chunks(images))
+
+
+def extraction_clique(images, delta: float = DEFAULT_DELTA, grid: int = 4, dist: np.ndarray | None = None) -> dict:
+    """The largest clique of generations within tiled-l2 ``delta`` of each other (``dist``: their
+    distance matrix, when already computed)."""
+    dist = tiled_l2(images, grid=grid) if dist is None else dist
     members, exact = largest_clique(dist < delta)
     return {"clique_size": len(members), "members": members, "exact": exact,
             "flagged": len(members) >= CLIQUE_FLAG, "delta": delta}
 
 
-def calibrate_delta(reference: list[np.ndarray], quantile: float = CALIBRATION_QUANTILE, cap: float = DEFAULT_DELTA,
+def calibrate_delta(reference: list, quantile: float = CALIBRATION_QUANTILE, cap: float = DEFAULT_DELTA,
                     grid: int = 4) -> dict:
     """A clique distance calibrated on the model's own diversity (see the module docstring).
 
-    ``reference`` holds, per reference prompt, that prompt's generations (N x H x W x 3, N >= 2).
-    For each prompt, the ``quantile``-quantile of the pairwise tiled-l2 distances among its
-    generations (never across prompts: two prompts differ by construction); the distance is the
-    smallest of these, capped at ``cap``.
+    ``reference`` holds, per reference prompt, that prompt's generations (N x H x W x 3, N >= 2,
+    or a list of chunks). For each prompt, the ``quantile``-quantile of the pairwise tiled-l2
+    distances among its generations (never across prompts: two prompts differ by construction);
+    the distance is the smallest of these, capped at ``cap``.
     """
     if not 0.0 < quantile < 0.5:
         raise InputError.bad("quantile", quantile, "must lie in (0, 0.5)")
     per_prompt, medians = [], []
     for images in reference:
-        if len(images) < 2:
+        n = _count(images)
+        if n < 2:
             continue
-        d = tiled_l2(images, grid=grid)[np.triu_indices(len(images), 1)]
+        d = tiled_l2(images, grid=grid)[np.triu_indices(n, 1)]
         per_prompt.append(float(np.quantile(d, quantile)))
         medians.append(float(np.median(d)))
     if not per_prompt:
-        raise InputError.bad("--n", min((len(r) for r in reference), default=0),
+        raise InputError.bad("--n", min((_count(r) for r in reference), default=0),
                              "is too few generations per reference prompt to calibrate the clique distance (two or more "
                              "are needed); raise --n, or give --clique-delta or --reference-prompts 0")
     q = min(per_prompt)
@@ -146,3 +189,62 @@ def calibrate_delta(reference: list[np.ndarray], quantile: float = CALIBRATION_Q
             "quantile": quantile, "cap": cap, "reference_prompts": len(per_prompt),
             "reference_quantiles": [round(v, 4) for v in per_prompt],
             "reference_medians": [round(v, 4) for v in medians]}
+
+
+def copy_spread(images, grid: int = 4) -> dict | None:
+    """How far apart the members of one training cluster lie, at the generations' resolution:
+    ``spread``, their median pairwise tiled l2 (the copies rule's distance), and ``twin``, the
+    median distance of each to its nearest other member; the cluster holds copies of one image when
+    ``twin`` is under COPY_TWIN (``copies``). None for fewer than two members."""
+    n = _count(images)
+    if n < 2:
+        return None
+    d = tiled_l2(images, grid=grid)
+    spread = float(np.median(d[np.triu_indices(n, 1)]))
+    np.fill_diagonal(d, np.inf)
+    twin = float(np.median(d.min(1)))
+    return {"spread": round(spread, 4), "twin": round(twin, 4), "copies": twin < COPY_TWIN}
+
+
+def judge_extraction(dist: np.ndarray, delta: dict, landing: np.ndarray, spread: Callable[[int], dict | None],
+                     rules: Sequence[str] = ("calibrated", "copies")) -> dict:
+    """Every extraction rule on one prompt's generations (see the module docstring).
+
+    ``dist``: their tiled-l2 distances; ``delta``: the clique distance (:func:`calibrate_delta`,
+    or ``{"value": x, "source": "given"}``); ``landing``: per generation, the training cluster it
+    replicates (-1: none); ``spread(c)``: :func:`copy_spread` of cluster ``c``. ``rules``: those
+    that decide ``flagged`` (the published rule is always measured, and decides only when named).
+    Returns ``{"rules": {name: {...}}, "flagged_by": [...], "flagged": bool}``.
+    """
+    out = {"published": {**_clique_row(dist, DEFAULT_DELTA), "delta": DEFAULT_DELTA}}
+    name = "given" if delta.get("source") == "given" else "calibrated"
+    out[name] = {**_clique_row(dist, delta["value"]), "delta": delta["value"]}
+    if "copies" in rules:
+        out["copies"] = _copies_rule(dist, landing, spread)
+    used = [r for r in out if r in rules or r == "given"]
+    flagged_by = [r for r in used if out[r]["flagged"]]
+    return {"rules": out, "flagged_by": flagged_by, "flagged": bool(flagged_by)}
+
+
+def _clique_row(dist: np.ndarray, delta: float) -> dict:
+    members, exact = largest_clique(dist < delta)
+    return {"clique_size": len(members), "exact": exact, "flagged": len(members) >= CLIQUE_FLAG}
+
+
+def _copies_rule(dist: np.ndarray, landing: np.ndarray, spread: Callable[[int], dict | None]) -> dict:
+    """The largest clique among the generations that replicate one cluster of copies, at the
+    copies' own spread (at most DEFAULT_DELTA); clusters of look-alikes rather than copies (see
+    :func:`copy_spread`) are listed in ``skipped``."""
+    best = {"cluster": None, "delta": None, "clique_size": 0, "exact": True, "flagged": False, "skipped": []}
+    labels, counts = np.unique(landing[landing >= 0], return_counts=True)
+    for c in labels[counts >= CLIQUE_FLAG]:
+        s = spread(int(c))
+        if s is None or not s["copies"]:
+            best["skipped"].append({"cluster": int(c), **(s or {})})
+            continue
+        idx = np.flatnonzero(landing == c)
+        delta = min(s["spread"], DEFAULT_DELTA)
+        row = _clique_row(dist[np.ix_(idx, idx)], delta)
+        if row["clique_size"] > best["clique_size"]:
+            best.update(row, cluster=int(c), delta=delta, twin=s["twin"])
+    return best

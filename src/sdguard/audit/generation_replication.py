@@ -17,14 +17,18 @@ extraction test of Carlini et al. 2023 ("Extracting Training Data from Diffusion
    data (between the similarities of known duplicates and of each member's nearest non-duplicate;
    for prompts without a cluster, that of the nearest image's cluster, and outside clusters the
    clustering threshold).
-   Rates come with Wilson 95% intervals. ``rule="somepalli"`` judges instead as Somepalli et al.'s
-   code does: SSCD (DCR's preprocessing), top-1 over the whole training set, > 0.5
-   (:mod:`sdguard.audit.somepalli`); ``results.rule`` names the rule behind every rate.
-4. Extraction without training data: the largest clique of near-identical generations under the
-   tiled l2 distance; a prompt is flagged when it reaches 10 (Carlini et al.). The distance is
-   given, or calibrated on the generations of reference prompts (ordinary training captions that
-   are not audited) so that it means "near-identical for this model" at its image size
-   (:func:`sdguard.audit.extraction.calibrate_delta`).
+   Rates come with Wilson 95% intervals. What is replicated is reported too: the training
+   clusters the replicated generations fall in (each generation against its nearest training
+   image), with their top caption words and an example, and for a prompt built from a cluster the
+   share that replicates that cluster (:mod:`sdguard.audit.generation_clusters`). ``rule="somepalli"``
+   judges instead as Somepalli et al.'s code does: SSCD (DCR's preprocessing), top-1 over the whole
+   training set, > 0.5 (:mod:`sdguard.audit.somepalli`); ``results.rule`` names the rule behind every rate.
+4. Extraction: the largest clique of near-identical generations under the tiled l2 distance at
+   the generated resolution; a prompt is flagged when it reaches 10 (Carlini et al.). Three rules
+   are measured (:mod:`sdguard.audit.extraction`): the published distance 0.15 (reported), a
+   distance calibrated on the generations of reference prompts (ordinary training captions that
+   are not audited), and the spread of the copies of the training cluster the generations
+   replicate; the calibrated and copies rules decide, or the ``--clique-delta`` given alone.
 5. The text similarity of each prompt to its nearest training caption (the model's text encoder).
 6. Object-level replication: a detector's rate among generations of object-keyword prompts vs.
    control prompts and in the keyword's training images, with Fisher's exact test.
@@ -40,15 +44,14 @@ from pydantic import model_validator
 
 from ..core.config import ResumableConfig, build, option, output_for
 from ..core.errors import InputError, require
-from ..core.images import resize_batch
-from ..core.io import atomic_write_bytes
-from ..core.progress import progress_bar
 from ..data.captions import contains_phrase, frequent_words
 from ..data.datasets import open_dataset
 from ..report import Report, read_report
-from .extraction import DEFAULT_DELTA, calibrate_delta, extraction_clique
+from .extraction import DEFAULT_DELTA, calibrate_delta, judge_extraction, tiled_l2
+from .generation_clusters import CopySpreads, own_cluster_share, replicated_clusters
 from .generation_plan import check_identity, record_plan, run_identity
 from .generation_result import GenerationAuditResult, PromptResult, kind_means
+from .generation_store import full_chunks, generate_all, load_prompt, seeds_of
 from .objects import check_detector
 from .prompt_suites import (
     PromptSpec,
@@ -59,8 +62,6 @@ from .prompt_suites import (
 )
 from .somepalli import RULES, replicated, rule_entry, somepalli_embedder
 from .stats import fisher_greater, wilson_interval
-
-THUMB = 64  # generations are kept at most THUMB x THUMB for cliques and grids
 
 
 class GenerationAuditConfig(ResumableConfig):
@@ -88,7 +89,8 @@ class GenerationAuditConfig(ResumableConfig):
     object_name: str | None = option(None, flag="--object", help="the object, e.g. flag")
     detector: str | None = option(None, help="object detector: world or clip:MODEL")
     clique_delta: float | None = option(None, gt=0.0, help="tiled l2 distance of near-identical generations "
-                                        "(default: calibrated on reference prompts, at most Carlini et al.'s 0.15)")
+                                        "(default: calibrated on reference prompts, at most Carlini et al.'s 0.15, "
+                                        "and the spread of replicated copies)")
     reference_prompts: int = option(8, ge=0, le=1000, help="ordinary captions generated to calibrate the clique "
                                     "distance (0: Carlini et al.'s 0.15)")
     device: str | None = option(None, help="cpu, cuda, mps (default: best available)")
@@ -178,67 +180,6 @@ def calibrate_threshold(members: np.ndarray, vectors: np.ndarray, ok: np.ndarray
     lo, hi = float(np.quantile(pos, 0.05)), float(np.quantile(neg, 0.95))
     return {"value": round((lo + hi) / 2, 4), "source": "calibrated", "duplicates_q05": round(lo, 4),
             "non_duplicates_q95": round(hi, 4), "separated": lo > hi}
-
-
-# ------------------------------------------------------------------------------------------
-# generation with checkpoints
-# ------------------------------------------------------------------------------------------
-
-
-def _thumb(images: np.ndarray) -> np.ndarray:
-    if images.shape[1] <= THUMB:
-        return images
-    return resize_batch(images, THUMB)
-
-
-def _chunk_path(stage: Path, k: int, start: int) -> Path:
-    return stage / "generations" / f"p{k:04d}_s{start:06d}.npz"
-
-
-REFERENCE_SEEDS = 64  # generations per reference prompt (at most n): enough for a distance quantile
-
-
-def _seeds_of(spec: PromptSpec, cfg: GenerationAuditConfig) -> int:
-    return min(cfg.n, REFERENCE_SEEDS) if spec.kind == "reference" else cfg.n
-
-
-def _generate_all(model, specs: list[PromptSpec], cfg: GenerationAuditConfig, emb, stage: Path, progress) -> dict:
-    """Generate, embed and store every prompt's images chunk by chunk; returns counters."""
-    chunks = [(k, s, min(cfg.batch_size, _seeds_of(spec, cfg) - s))
-              for k, spec in enumerate(specs) for s in range(0, _seeds_of(spec, cfg), cfg.batch_size)]
-    done = [c for c in chunks if _chunk_path(stage, c[0], c[1]).is_file()]
-    made = 0
-    with progress_bar("generating", sum(c[2] for c in chunks), enabled=progress,
-                      completed=sum(c[2] for c in done)) as bar:
-        for k, start, count in chunks:
-            path = _chunk_path(stage, k, start)
-            if path.is_file():
-                continue
-            gen = model.generate([specs[k].prompt] * count, seeds=cfg.seed + start, steps=cfg.steps,
-                                 guidance=cfg.guidance, batch_size=cfg.batch_size)
-            buf = _npz(images=_thumb(gen.images), embeddings=emb.embed(list(gen.images)),
-                       seeds=np.asarray(gen.seeds, np.int64))
-            atomic_write_bytes(path, buf)
-            made += count
-            bar.advance(count)
-    return {"generated_now": made, "reused": sum(c[2] for c in done)}
-
-
-def _npz(**arrays) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def _load_prompt(stage: Path, k: int, cfg: GenerationAuditConfig, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    images, embs = [], []
-    for start in range(0, cfg.n if n is None else n, cfg.batch_size):
-        with np.load(_chunk_path(stage, k, start)) as z:
-            images.append(z["images"])
-            embs.append(z["embeddings"])
-    return np.concatenate(images), np.concatenate(embs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -337,12 +278,13 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
             labels, words, cinfo = _clusters_here(vectors, ok, entries.texts, emb, cfg.threshold, cfg.seed)
     specs = _plan_prompts(cfg, model, entries, labels, words, stage, identity)
     with report.timer("generate"):
-        counters = _generate_all(model, specs, cfg, emb, stage, progress)
+        counters = generate_all(model, specs, cfg, emb, stage, progress)
     speed = round(counters["generated_now"] / max(report.timings["generate"], 1e-9), 3)
     with report.timer("analyse"):
         thresholds = _Thresholds(cfg.threshold, cinfo.get("threshold"), vectors, ok, labels)
         delta = _clique_delta(cfg, specs, stage)
-        prompts = _judge_prompts(cfg, model, entries, vectors, ok, labels, specs, stage, thresholds, delta)
+        training = _Training(ds, entries, vectors, ok, labels, words)
+        prompts = _judge_prompts(cfg, model, training, specs, stage, thresholds, delta)
         kinds = kind_means(prompts)
         obj = _object_rates(cfg, ds, entries, specs, stage) if cfg.object_keyword else None
     return GenerationAuditResult(delta, cinfo, thresholds.by_cluster, thresholds.global_value, prompts, kinds, obj,
@@ -378,44 +320,68 @@ class _Thresholds:
         return self.by_cluster[c]["value"]
 
 
-def _judge_prompts(cfg, model, entries, vectors, ok, labels, specs, stage, thresholds: _Thresholds,
-                   delta: dict) -> list[PromptResult]:
-    """Replication, clique and caption similarity of every audited (not reference) prompt."""
-    faiss = require("faiss", "scale", "searching the training set")
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.where(ok[:, None], vectors, 0).astype(np.float32))
+class _Training:
+    """The training side a prompt is judged against: entries, embeddings, clusters and their words."""
+
+    def __init__(self, ds, entries, vectors, ok, labels, words):
+        faiss = require("faiss", "scale", "searching the training set")
+        self.ds, self.entries, self.vectors, self.ok, self.labels, self.words = ds, entries, vectors, ok, labels, words
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(np.where(ok[:, None], vectors, 0).astype(np.float32))
+        self.spreads: CopySpreads | None = None
+
+    def nearest(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sim, nn = self.index.search(e.astype(np.float32), 1)
+        return sim[:, 0], nn[:, 0]
+
+
+def _replication(spec: PromptSpec, e: np.ndarray, tr: _Training, thresholds: _Thresholds, cfg):
+    """Per generation: similarity to the image judged against, its entry, whether it replicates, the
+    threshold; and the same against its nearest training image anywhere (the cluster it lands in).
+    ``cfg.rule == "somepalli"``: top-1 over the whole training set, > 0.5 (audit/somepalli.py)."""
+    sim_all, nn_all = tr.nearest(e)
+    if cfg.rule == "somepalli":
+        hits, t = replicated(sim_all, cfg.threshold)
+        return sim_all, nn_all, hits, t, (sim_all, nn_all, hits)
+    t_each = np.array([thresholds(int(c)) if c >= 0 else thresholds.global_value for c in tr.labels[nn_all]])
+    hits_any = sim_all >= t_each
+    if spec.cluster is None:  # against the whole training set, at the threshold of each nearest image's cluster
+        return sim_all, nn_all, hits_any, float(np.median(t_each)), (sim_all, nn_all, hits_any)
+    members = np.flatnonzero((tr.labels == spec.cluster) & tr.ok)
+    t = thresholds(spec.cluster)
+    sims_c = e @ tr.vectors[members].T
+    best = sims_c.max(1)
+    return best, members[sims_c.argmax(1)], best >= t, float(t), (sim_all, nn_all, hits_any)
+
+
+def _judge_prompts(cfg, model, tr: _Training, specs, stage, thresholds: _Thresholds, delta: dict) -> list[PromptResult]:
+    """Replication, the clusters replicated, extraction rules and caption similarity of every
+    audited (not reference) prompt."""
+    entries = tr.entries
     caption_feats = model.text_features(entries.texts) if len(entries) <= 200_000 else None
     prompt_feats = model.text_features([s.prompt for s in specs])
     lengths = model.prompt_lengths([s.prompt for s in specs], warn=False)
+    rules = ("given",) if delta.get("source") == "given" else ("calibrated", "copies")
     out = []
     for k, spec in enumerate(specs):
         if spec.kind == "reference":
             continue
-        images, e = _load_prompt(stage, k, cfg)
-        sim_all, nn_all = index.search(e.astype(np.float32), 1)
-        sim_all, nn_all = sim_all[:, 0], nn_all[:, 0]
-        if cfg.rule == "somepalli":  # top-1 over the whole training set, > 0.5 (audit/somepalli.py)
-            best, nearest, (hits, t) = sim_all, nn_all, replicated(sim_all, cfg.threshold)
-        elif spec.cluster is not None:
-            members = np.flatnonzero((labels == spec.cluster) & ok)
-            t = thresholds(spec.cluster)
-            sims_c = e @ vectors[members].T
-            best = sims_c.max(1)
-            nearest = members[sims_c.argmax(1)]
-            hits = best >= t
-        else:
-            # against the whole training set: each generation's nearest training image, at the
-            # threshold of that image's cluster (calibrated), or the global one outside clusters
-            best, nearest = sim_all, nn_all
-            t_each = np.array([thresholds(int(c)) if c >= 0 else thresholds.global_value for c in labels[nn_all]])
-            hits = best >= t_each
-            t = float(np.median(t_each))
+        images, e = load_prompt(stage, k, cfg)
+        best, nearest, hits, t, (sim_all, nn_all, hits_any) = _replication(spec, e, tr, thresholds, cfg)
         lo, hi = wilson_interval(int(hits.sum()), len(hits))
-        clique = extraction_clique(images, delta=delta["value"])
-        row = PromptResult(spec.prompt, spec.kind, spec.cluster, int(len(hits)), float(hits.mean()), lo, hi, float(t),
+        full = full_chunks(stage, k, cfg)
+        if tr.spreads is None:
+            tr.spreads = CopySpreads(tr.ds, entries, tr.labels, tr.ok, int(full[0].shape[1]))
+        landing = np.where(hits_any, tr.labels[nn_all], -1)
+        ext = judge_extraction(tiled_l2(full), delta, landing, tr.spreads, rules)
+        clique = ext["rules"][rules[0]]
+        clusters = replicated_clusters(hits_any, nn_all, sim_all, tr.labels, tr.words, entries)
+        row = PromptResult(spec.prompt, spec.kind, spec.cluster, int(len(hits)), float(hits.mean()), lo, hi, t,
                            float(best.max()), float(np.median(best)), clique["clique_size"], clique["exact"],
-                           clique["flagged"],
-                           float(np.mean(labels[nn_all] == spec.cluster)) if spec.cluster is not None else None,
+                           ext["flagged"],
+                           float(np.mean(tr.labels[nn_all] == spec.cluster)) if spec.cluster is not None else None,
+                           flagged_by=ext["flagged_by"], extraction=ext["rules"], replicated_clusters=clusters,
+                           own_cluster_share=own_cluster_share(clusters, spec.cluster, len(hits)),
                            index=k, images=images, nearest_rows=entries.rows[nearest], similarity=best,
                            rule=cfg.rule, **lengths[k])
         if caption_feats is not None:
@@ -432,7 +398,7 @@ def _clique_delta(cfg, specs, stage) -> dict:
     refs = [k for k, s in enumerate(specs) if s.kind == "reference"]
     if not refs or cfg.n < 2:
         return {"value": DEFAULT_DELTA, "source": "published (Carlini et al.): no reference prompt to calibrate on"}
-    out = calibrate_delta([_load_prompt(stage, k, cfg, _seeds_of(specs[k], cfg))[0] for k in refs])
+    out = calibrate_delta([full_chunks(stage, k, cfg, seeds_of(specs[k], cfg)) for k in refs])
     out["prompts"] = [specs[k].prompt for k in refs]
     return out
 
@@ -446,7 +412,7 @@ def _object_rates(cfg, ds, entries, specs, stage) -> dict:
         found = total = 0
         for k, s in enumerate(specs):
             if s.kind == kind:
-                images, _ = _load_prompt(stage, k, cfg)
+                images, _ = load_prompt(stage, k, cfg)
                 d = det.detect(images)
                 found, total = found + int(d.sum()), total + len(d)
         return found, total

@@ -10,6 +10,7 @@ from ..core.images import resize
 from ..data.datasets import issues_sentence
 from ..report import Report, auto_scale, make_grid, png_bytes
 from .extraction import CLIQUE_FLAG
+from .generation_clusters import describe_clusters
 from .generation_result import GenerationAuditResult
 from .somepalli import rule_sentence
 
@@ -20,6 +21,7 @@ GRID_IMAGES = 8  # generations per grid
 def render_generation_audit(report: Report, result: GenerationAuditResult, cfg, ds) -> None:
     """Write ``report.summary`` and the sections of ``result``; ``ds`` (the training data) gives
     the nearest training images shown under the generations."""
+    _replicated_section(report, result, ds)
     _rate_sections(report, result, cfg)
     if result.object is not None:
         _object_section(report, result.object)
@@ -36,16 +38,58 @@ def generation_summary(result: GenerationAuditResult, cfg) -> list[str]:
     summary = [
         f"{len(result.prompts)} prompts x {cfg.n} seeds on {cfg.model}",
         rule_sentence(result.rule),
+        *[_replicated_line(p) for p in sorted(result.prompts, key=lambda p: -p.replication_rate)[:GRID_PROMPTS]
+          if p.replication_rate > 0],
         *[f"{k}: mean replication {v['mean_replication']:.2f} over {v['prompts']} prompt(s)"
           for k, v in result.kinds.items()],
-        f"{len(flagged)} prompt(s) flagged by a clique of >= {CLIQUE_FLAG} near-identical generations "
-        f"(tiled l2 < {result.clique['value']}, {result.clique['source']})",
+        f"{len(flagged)} prompt(s) flagged by a clique of >= {CLIQUE_FLAG} near-identical generations: "
+        + (", ".join(f"{r} {sum(r in p.flagged_by for p in flagged)}" for r in _rules(result)) or "none")
+        + f" (calibrated: tiled l2 < {result.clique['value']}, {result.clique['source']}; copies: at the spread of "
+        f"the replicated cluster's copies); the published 0.15 rule would flag "
+        f"{sum(bool(p.extraction.get('published', {}).get('flagged')) for p in result.prompts)}",
     ]
     if result.object is not None:
         o = result.object
         summary.append(f"object '{o['object']}': {o['keyword_share']:.2f} of keyword generations vs "
                        f"{o['control_share']:.2f} of controls (Fisher p = {o['fisher_p']:.2g})")
     return summary
+
+
+def _rules(result: GenerationAuditResult) -> list[str]:
+    return [r for r in ("given", "calibrated", "copies") if any(r in p.extraction for p in result.prompts)]
+
+
+def _replicated_line(p) -> str:
+    own = f", {p.own_cluster_share:.2f} its own cluster {p.cluster}" if p.own_cluster_share is not None else ""
+    return f"'{p.prompt}': replication {p.replication_rate:.2f}{own}; replicated: {describe_clusters(p.replicated_clusters)}"
+
+
+def _replicated_section(report: Report, result: GenerationAuditResult, ds) -> None:
+    """What the replicated generations replicate, per prompt: the clusters, with an example each."""
+    rows, examples, names = [], [], []
+    for i, p in enumerate(result.prompts):
+        rows.append({"prompt": p.prompt, "kind": p.kind, "replication_rate": p.replication_rate,
+                     "own_cluster": p.cluster, "own_cluster_share": p.own_cluster_share,
+                     "replicated": describe_clusters(p.replicated_clusters),
+                     "extraction_flagged_by": ", ".join(p.flagged_by) or "-"})
+        for r in p.replicated_clusters[:2]:
+            if r["cluster"] is not None and r["cluster"] not in names and len(names) < GRID_IMAGES:
+                names.append(r["cluster"])
+                examples.append(r["example"]["row"])
+    figures = []
+    if examples:
+        size = result.prompts[0].images.shape[1] if result.prompts[0].images is not None else 32
+        loaded = ds.load(np.asarray(examples), max_side=size)
+        grid = make_grid([_fit(t, size) if t is not None else np.zeros((size, size, 3), np.uint8) for t in loaded],
+                         columns=len(loaded), scale=auto_scale(size))
+        figures.append((png_bytes(grid), "an example training image of each replicated cluster: "
+                        + ", ".join(f"cluster {c}" for c in names)))
+    report.section("What is replicated",
+                   "For each prompt, the training clusters its replicated generations fall in (each generation "
+                   "against its nearest training image, at that image's cluster threshold), with the share of "
+                   "generations in each, the cluster's top caption words, and for a prompt built from a cluster the "
+                   "share that replicates that very cluster. The extraction rules that flag the prompt are named.",
+                   table=rows, figures=figures)
 
 
 def _rate_sections(report: Report, result: GenerationAuditResult, cfg) -> None:

@@ -35,6 +35,10 @@ class PromptResult:
     tokens: int | None = None  # the prompt's tokens (start and end included)
     truncated: bool = False  # longer than the text encoder reads
     rule: str = "calibrated"  # the rule behind replication_rate (results.rule; audit/somepalli.py)
+    flagged_by: list[str] = field(default_factory=list)  # the extraction rules that flag it
+    extraction: dict = field(default_factory=dict)  # per rule: delta, clique_size, flagged (extraction.py)
+    replicated_clusters: list[dict] = field(default_factory=list)  # per cluster: share, words, example
+    own_cluster_share: float | None = None  # of a prompt built from a cluster: share replicating it
     index: int = field(default=-1, repr=False)  # in prompts.json
     images: np.ndarray | None = field(default=None, repr=False)  # the generations' thumbnails
     nearest_rows: np.ndarray | None = field(default=None, repr=False)  # dataset row of each one's nearest image
@@ -50,7 +54,8 @@ class PromptResult:
 
 _PROMPT_KEYS = ("prompt", "kind", "cluster", "n", "replication_rate", "ci_low", "ci_high", "threshold",
                 "max_similarity", "median_similarity", "clique_size", "clique_exact", "extraction_flagged",
-                "nearest_in_cluster_share", "tokens", "truncated", "rule")
+                "nearest_in_cluster_share", "own_cluster_share", "replicated_clusters", "flagged_by", "extraction",
+                "tokens", "truncated", "rule")
 
 
 @dataclass
