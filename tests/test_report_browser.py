@@ -32,7 +32,7 @@ def test_generation_report_renders_plots_and_grids(tmp_path, monkeypatch):
     audit_generations("builtin:tiny-random", str(tmp_path / "world"), out=str(tmp_path / "audit"), n=8, batch_size=8,
                       steps=2, top_clusters=1, controls=1)
     html = tmp_path / "audit" / "report.html"
-    shot, log = _render(html, tmp_path)
+    shot, log = _render(html, tmp_path, height=6000)  # the page leads with "What is replicated"; plots further down
     console = [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
     img = np.asarray(Image.open(shot).convert("RGB"), np.int32)
