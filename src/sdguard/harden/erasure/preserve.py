@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ...data.captions import frequent_phrases
-from .uce import _COMMON_WORDS, conflicting
+from .uce import COMMON_WORDS, conflicting
 
 #: phrases and captions of the default preserve set
 DEFAULT_CONCEPTS = 60
@@ -62,7 +62,7 @@ def default_preserve(concepts: Sequence[str], texts: Sequence[str], *, n_concept
     clash = conflicting(concepts, distinct)
     pool = [t for t in distinct if t not in clash]  # captions that name none of the erased words
     others = [t for t in texts if " ".join(t.split()) not in clash]
-    phrases = [r["phrase"] for r in frequent_phrases(others, 20 * n_concepts, stop_words=_COMMON_WORDS)]
+    phrases = [r["phrase"] for r in frequent_phrases(others, 20 * n_concepts, stop_words=COMMON_WORDS)]
     clash = conflicting(concepts, phrases)
     phrases = [p for p in phrases if p not in clash]
     # half names of two words (collocations: "munch scream", "pearl earring"), half single words, each

@@ -88,11 +88,11 @@ ART_TEMPLATES = ("painting by {}", "art by {}", "artwork by {}", "picture by {}"
 
 #: words too common to make a preserve prompt conflict with an erased concept: the caption stop
 #: words and the words of the art templates
-_COMMON_WORDS = STOP_WORDS | frozenset("style painting art artwork picture photo drawing".split())
+COMMON_WORDS = STOP_WORDS | frozenset("style painting art artwork picture photo drawing".split())
 
 
 def _content_words(text: str) -> set[str]:
-    return set(words(text)) - _COMMON_WORDS
+    return set(words(text)) - COMMON_WORDS
 
 
 def conflicting(concepts: Sequence[str], preserve: Sequence[str]) -> dict[str, list[str]]:
@@ -226,4 +226,4 @@ class UCE(ErasureMethod):
         return ErasureResult(stats=stats)
 
 
-__all__ = ["UCE", "UCEOptions", "aligned_embeddings", "conflicting", "preserve_embeddings"]
+__all__ = ["COMMON_WORDS", "UCE", "UCEOptions", "aligned_embeddings", "conflicting", "preserve_embeddings"]
