@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from erasure import ERASE, PRESERVE  # noqa: E402  (the erasure benchmark's concepts and preserve list)
+from erasure import ERASE, PRESERVE, fitted_detector  # noqa: E402  (the erasure benchmark's concepts and preserve list)
 
 ATTACK_NAMES = ("unlearndiffatk", "soft-prompt")
 
@@ -66,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from sdguard.audit.erasure import (
         AuditErasureConfig,
-        PresenceDetector,
-        WorldProbes,
         attack_concept,
         load_or_make_default_world,
         measure,
@@ -79,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     world = load_or_make_default_world()
     original = load_model("builtin:tiny")
-    probes = WorldProbes(world, fit_images=2000, render=original)
-    probes.style()
-    detector = PresenceDetector(world, probes)
+    probes, detector = fitted_detector(world, original, attributes=False)
     utility_texts = {p for p, _ in scene_prompts(world, 16)}
     scenes = [p for p, _ in scene_prompts(world, 48, seed=11) if p not in utility_texts][:24]
     concepts = [resolve_concept(c, world, prompts_per_concept=3, n=args.n) for c in ERASE]

@@ -43,6 +43,34 @@ KEEP = ["munch scream", "vermeer pearl earring", "hokusai", "picasso"]
 PRESERVE = ["munch scream", "vermeer pearl earring", "hokusai", "picasso", "almond blossoming", "sunflower vase"]
 
 
+def fitted_detector(world, original, *, attributes: bool = True, fit_images: int = 2000):
+    """The probes fitted on ``world`` as ``original``'s autoencoder renders it (as `audit erasure`
+    does) and the presence detector over them; shared by the erasure benchmarks."""
+    from sdguard.audit.erasure import PresenceDetector, WorldProbes
+
+    probes = WorldProbes(world, fit_images=fit_images, render=original)
+    probes.style()
+    if attributes:
+        probes.attributes()
+    return probes, PresenceDetector(world, probes)
+
+
+def utility_of(world, probes, prompts: int = 16, seeds: int = 4):
+    """``utility(model, **gen)``: attribute accuracy on ``prompts`` unrelated scene prompts x
+    ``seeds`` seeds; and the texts of those prompts (kept out of preserve lists)."""
+    from sdguard.audit.erasure import attribute_accuracy, scene_prompts
+
+    scenes = scene_prompts(world, prompts)
+    texts = [p for p, _ in scenes for _ in range(seeds)]
+    truth = [t for _, t in scenes for _ in range(seeds)]
+    seed_list = [j for _ in scenes for j in range(seeds)]
+
+    def utility(model, **gen) -> float:
+        return attribute_accuracy(probes, model.generate(texts, seed_list, **gen).images, truth)["mean"]
+
+    return utility, {p for p, _ in scenes}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -74,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sdguard.audit.erasure import (
         AuditErasureConfig,
-        PresenceDetector,
-        WorldProbes,
         attack_concept,
-        attribute_accuracy,
         load_or_make_default_world,
         measure,
         resolve_concept,
@@ -101,17 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         world = load_or_make_default_world()
     original = load_model(args.model)
-    # probes fitted on the world as the original model's autoencoder renders it (as `audit erasure` does)
-    probes = WorldProbes(world, fit_images=2000, render=original)
-    probes.style()
-    probes.attributes()
-    detector = PresenceDetector(world, probes)
+    probes, detector = fitted_detector(world, original)
     # UCE preserves a long list of unrelated concepts, as in the paper: PRESERVE plus --preserve-scenes scene
     # captions of the world (not the utility prompts; those sharing a word with an erased concept, "under a
     # night sky", UCE leaves out itself). Measured on builtin:tiny (README): without them UCE's style edit
     # cost utility (0.58 -> 0.33). ESD keeps the short list unless --esd-scenes: with the scenes in its retain
     # term ESD-x lost the kept artwork "munch scream" (fewer draws of it per iteration).
-    utility_texts = {p for p, _ in scene_prompts(world, 16)}
+    utility, utility_texts = utility_of(world, probes)
     scene_keep = [p for p, _ in scene_prompts(world, 2 * args.preserve_scenes, seed=11) if p not in utility_texts]
     uce_preserve = PRESERVE + scene_keep[: args.preserve_scenes]
     esd_preserve = uce_preserve if args.esd_scenes else list(PRESERVE)
@@ -120,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = [resolve_concept(c, world, **kw) for c in KEEP]
     gen = dict(steps=args.steps, guidance=7.5, batch_size=32)
     base = {c.text: measure(original, c, detector, **gen) for c in erase + keep}
-    scenes = scene_prompts(world, 16)
-    up = [p for p, _ in scenes for _ in range(4)]
-    truth = [t for _, t in scenes for _ in range(4)]
-    useeds = [j for _ in scenes for j in range(4)]
-    util0 = attribute_accuracy(probes, original.generate(up, useeds, **gen).images, truth)["mean"]
+    util0 = utility(original, **gen)
     print("original presence: " + ", ".join(f"{k} {m.rate:.0%}" for k, m in base.items()) + f"; utility {util0:.0%}")
 
     methods = {
@@ -151,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                                              seed=r)
             wall = time.perf_counter() - t0
             after = {c.text: measure(model, c, detector, **gen) for c in erase + keep}
-            util = attribute_accuracy(probes, model.generate(up, useeds, **gen).images, truth)["mean"]
+            util = utility(model, **gen)
             row = {"seed": r, "seconds": wall, "utility": util,
                    "presence": {k: m.rate for k, m in after.items()},
                    "ratio": {k: (after[k].rate / base[k].rate if base[k].rate > 0 else None) for k in after}}

@@ -17,8 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from erasure import fitted_detector  # noqa: E402  (the erasure benchmark's probes and detector)
 
 ARTWORK, KEPT = "van gogh starry night", "munch scream"
 
@@ -33,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sdguard.audit.erasure import (
-        PresenceDetector,
-        WorldProbes,
         load_or_make_default_world,
         measure,
         resolve_concept,
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     world = load_or_make_default_world()
     original = load_model("builtin:tiny")
-    detector = PresenceDetector(world, WorldProbes(world, fit_images=2000, render=original))
+    _, detector = fitted_detector(world, original, attributes=False)
     concepts = [resolve_concept(c, world, prompts_per_concept=4, n=args.n) for c in (ARTWORK, KEPT)]
     gen = dict(steps=20, guidance=7.5, batch_size=32)
 

@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
-ERASE = ["van gogh starry night", "monet"]
-KEEP = ["munch scream", "vermeer pearl earring", "hokusai", "picasso"]
-PRESERVE = ["munch scream", "vermeer pearl earring", "hokusai", "picasso", "almond blossoming", "sunflower vase"]
+sys.path.insert(0, str(Path(__file__).parent))
+from erasure import ERASE, KEEP, PRESERVE, fitted_detector, utility_of  # noqa: E402  (the erasure benchmark's)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,9 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from sdguard.audit.erasure import (
-        PresenceDetector,
-        WorldProbes,
-        attribute_accuracy,
         load_or_make_default_world,
         measure,
         resolve_concept,
@@ -60,22 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     world = load_or_make_default_world()
     original = load_model("builtin:tiny")
-    probes = WorldProbes(world, fit_images=2000, render=original)
-    detector = PresenceDetector(world, probes)
+    probes, detector = fitted_detector(world, original)
     kw = dict(prompts_per_concept=args.prompts_per_concept, n=args.n)
     concepts = [resolve_concept(c, world, **kw) for c in ERASE + KEEP]
     gen = dict(steps=args.steps, guidance=7.5, batch_size=32)
-    scenes = scene_prompts(world, 16)
-    up = [p for p, _ in scenes for _ in range(4)]
-    truth = [t for _, t in scenes for _ in range(4)]
-    useeds = [j for _ in scenes for j in range(4)]
-    utility_texts = {p for p, _ in scenes}
+    utility, utility_texts = utility_of(world, probes)
     scene_keep = [p for p, _ in scene_prompts(world, 48, seed=11) if p not in utility_texts][:24]
 
     def evaluate(model) -> dict:
         rates = {c.text: measure(model, c, detector, **gen).rate for c in concepts}
-        util = attribute_accuracy(probes, model.generate(up, useeds, **gen).images, truth)["mean"]
-        return {"presence": rates, "utility": util}
+        return {"presence": rates, "utility": utility(model, **gen)}
 
     def benchmark_setup(retain_empty: bool):
         def edit(model):
