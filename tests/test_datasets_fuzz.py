@@ -128,3 +128,12 @@ PARQUETS = [_valid_parquet(True), _valid_parquet(False)]
                  st.builds(_mutate, st.sampled_from(PARQUETS), st.floats(0.5, 1), flips)))
 def test_parquet_files(data):
     _folder({"data.parquet": data})
+
+
+def test_a_library_message_with_newlines_stays_one_sentence():
+    """pyarrow's messages end in a newline ("Couldn't deserialize thrift: ... Invalid data\n"); the
+    fuzzer found one inside a dataset error (a truncated parquet file)."""
+    from sdguard.core.errors import InputError
+
+    text = str(InputError.bad("DATASET", "/d", "is not a readable parquet file (Invalid data\n); try again"))
+    assert "\n" not in text and text == "DATASET '/d' is not a readable parquet file (Invalid data ); try again."

@@ -31,8 +31,9 @@ class InputError(SdguardError, ValueError):
 
     @classmethod
     def bad(cls, argument: str, value: object, problem: str) -> "InputError":
-        """Build the one sentence of the contract: ``ARGUMENT 'VALUE' PROBLEM.``"""
-        sentence = f"{argument} {value!r} {problem}".rstrip()
+        """Build the one sentence of the contract: ``ARGUMENT 'VALUE' PROBLEM.`` The problem is
+        one line whatever it quotes (a library's message may end in a newline, as pyarrow's do)."""
+        sentence = f"{argument} {value!r} {' '.join(str(problem).split())}".rstrip()
         if not sentence.endswith("."):
             sentence += "."
         return cls(sentence)
