@@ -1,4 +1,4 @@
-"""``python -m sdguard``: the command line."""
+"""``python -m sdguard``: the command line (``accelerate launch -m sdguard train ...`` starts it so)."""
 
 import sys
 

@@ -36,7 +36,10 @@ def _base_type(annotation: Any) -> tuple[Any, bool, bool]:
         origin = typing.get_origin(annotation)
     if origin in (list, tuple):
         inner = typing.get_args(annotation)[:1]
-        return (inner[0] if inner and inner[0] is not Ellipsis else str), optional, True
+        scalar = inner[0] if inner and inner[0] is not Ellipsis else str
+        if typing.get_origin(scalar) is typing.Literal:  # choices: validated by the config
+            scalar = type(typing.get_args(scalar)[0])
+        return scalar, optional, True
     if origin is dict:
         return str, optional, True  # KEY=VALUE pairs
     if origin is typing.Literal:

@@ -65,6 +65,14 @@ def _info(cfg, _extra, cli) -> None:
               f"vocabulary {desc['tokenizer']['vocab_size']}, max tokens {desc['tokenizer']['max_length']}")
 
 
+def _train(cfg, _extra, _cli) -> None:
+    from ..train import train as run
+
+    report = run(cfg)
+    if report is not None:  # None in the processes of a multi-process run that are not the main one
+        done(report, cfg.out)
+
+
 def _demo(cfg, _extra, _cli) -> None:
     from ..demo import demo as run
 
@@ -74,11 +82,13 @@ def _demo(cfg, _extra, _cli) -> None:
 def _register_commands() -> None:
     from ..demo import DemoConfig
     from ..models.commands import GenerateConfig, InfoConfig
+    from ..train.finetune import TrainConfig
 
     add_command(app, "generate", GenerateConfig, _generate)
     as_json = inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                                 default=typer.Option(False, "--json", help="print JSON"))
     add_command(app, "info", InfoConfig, _info, cli_only=[as_json])
+    add_command(app, "train", TrainConfig, _train)
     add_command(app, "demo", DemoConfig, _demo)
 
 

@@ -166,10 +166,11 @@ def embed_dataset(dataset, entries, embedder, *, cache: EmbeddingCache | None = 
     return vectors, status
 
 
-def nothing_readable(dataset, n: int, status: np.ndarray, skipped) -> InputError:
-    """The sentence for entries of which no image could be read (with the first failure)."""
+def nothing_readable(dataset, n: int, status: np.ndarray, skipped, purpose: str = "to embed") -> InputError:
+    """The sentence for entries of which no image could be read (with the first failure);
+    ``purpose`` says what the images were for."""
     first = skipped.examples[0] if skipped.examples else None
     example = f"; the first, {first['file_name']!r}: {first['detail'] or first['error']}" if first else ""
-    return InputError(f"DATASET {str(dataset.path)!r}: none of the {n} images to embed could be read "
+    return InputError(f"DATASET {str(dataset.path)!r}: none of the {n} images {purpose} could be read "
                       f"({int((status == MISSING).sum())} missing, {int((status == UNREADABLE).sum())} unreadable"
                       f"{example.rstrip('.')}).")

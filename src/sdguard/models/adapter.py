@@ -21,7 +21,7 @@ from ..core.errors import InputError
 from . import checkpoint
 from .loading import load_pipeline
 
-PARAMETER_GROUPS = ("cross_attn", "non_cross_attn", "unet", "text_encoder")
+PARAMETER_GROUPS = ("cross_attn", "attention", "non_cross_attn", "unet", "text_encoder")
 
 
 class PromptTruncatedWarning(UserWarning):
@@ -349,11 +349,14 @@ class DiffusionModel:
     # -- parameters -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, dict[str, torch.nn.Parameter]]:
         """Named parameter groups. ``cross_attn`` (every ``attn2`` of the UNet: the text-to-image
-        cross-attention) and ``non_cross_attn`` partition ``unet``; ``text_encoder`` is separate."""
+        cross-attention) and ``non_cross_attn`` partition ``unet``; ``attention`` is every attention
+        layer of the UNet (self- and cross-attention, ``attn1`` and ``attn2``: the subset DP-LDM
+        fine-tunes); ``text_encoder`` is separate."""
         unet = dict(self.unet.named_parameters())
         cross = {k: v for k, v in unet.items() if ".attn2." in k}
         return {
             "cross_attn": cross,
+            "attention": {k: v for k, v in unet.items() if ".attn1." in k or ".attn2." in k},
             "non_cross_attn": {k: v for k, v in unet.items() if k not in cross},
             "unet": unet,
             "text_encoder": dict(self.text_encoder.named_parameters()),

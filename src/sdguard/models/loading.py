@@ -148,9 +148,10 @@ def _load_hub(model_id: str):
 
 
 @contextlib.contextmanager
-def _quiet_loading():
-    """No "Loading pipeline components" / "Loading weights" bars from diffusers and transformers while
-    a model loads (sdguard shows its own progress); their previous settings are restored after."""
+def quiet_hub_bars():
+    """No "Loading pipeline components" / "Loading weights" / "Writing model shards" bars from
+    diffusers and transformers while a model loads or saves (sdguard shows its own progress); their
+    previous settings are restored after."""
     from diffusers.utils import logging as d_log
     from transformers.utils import logging as t_log
 
@@ -172,16 +173,30 @@ def load_pipeline(spec: str | os.PathLike, device: str | None = None, dtype: str
     Raises :class:`~sdguard.core.errors.InputError` (exit code 2) with one sentence naming the spec
     when it cannot be loaded.
     """
-    with _quiet_loading():
+    with quiet_hub_bars():
         return _load_pipeline(spec, device, dtype)
 
 
 def _load_pipeline(spec: str | os.PathLike, device: str | None = None, dtype: str | torch.dtype | None = None):
+    from .lora import apply_lora, split_spec
+
     spec_str = str(spec)
     if not spec_str.strip():
         raise InputError.bad("MODEL", spec_str, "is empty")
     dev = resolve_device(device)
     dt = resolve_dtype(dev, dtype)
+    base, lora = split_spec(spec_str)
+    pipe = _load_base(base)
+    if lora is not None:
+        if not lora.is_dir():
+            raise InputError.bad("MODEL", spec_str, f"names a LoRA folder {str(lora)!r} that does not exist")
+        apply_lora(pipe, lora, spec_str)
+    pipe.set_progress_bar_config(disable=True)
+    return _to_dtype(pipe, dt).to(dev)
+
+
+def _load_base(spec_str: str):
+    """The pipeline of a spec without a LoRA: builtin, folder, single file or hub id."""
     if spec_str.startswith("builtin:"):
         name = spec_str.split(":", 1)[1]
         if name not in BUILTIN_MODELS:
@@ -197,9 +212,8 @@ def _load_pipeline(spec: str | os.PathLike, device: str | None = None, dtype: st
         elif _HUB_ID.match(spec_str) and not spec_str.startswith((".", "/")) and not spec_str.endswith(SINGLE_FILE_SUFFIXES):
             pipe = _load_hub(spec_str)
         else:
-            raise InputError.bad("MODEL", spec_str, "does not exist (expected builtin:NAME, a diffusers folder, a .safetensors file or a hub id)")
-    pipe.set_progress_bar_config(disable=True)
-    return _to_dtype(pipe, dt).to(dev)
+            raise InputError.bad("MODEL", spec_str, "does not exist (expected builtin:NAME, a diffusers folder, a .safetensors file, a hub id or BASE+lora:FOLDER)")
+    return pipe
 
 
 def _to_dtype(pipe, dtype: torch.dtype):

@@ -1,5 +1,5 @@
-"""Training: the shared pieces of a diffusion training loop (:mod:`.loop`) and the builtin tiny
-model's recipe on top of them (:mod:`.tiny`)."""
+"""Training: the shared pieces of a diffusion training loop (:mod:`.loop`), fine-tuning any model on
+any dataset (:mod:`.finetune`, ``sdguard train``) and the builtin tiny model's recipe (:mod:`.tiny`)."""
 
 from .loop import (
                    cosine_lr,
@@ -12,7 +12,8 @@ from .loop import (
                    set_lr,
                    write_log,
 )
+from .finetune import TrainConfig, train
 from .tiny import TrainTinyConfig, export_builtin, train_tiny
 
-__all__ = ["TrainTinyConfig", "train_tiny", "export_builtin", "cosine_lr", "set_lr", "ema_decay", "ema_update",
+__all__ = ["TrainConfig", "train", "TrainTinyConfig", "train_tiny", "export_builtin", "cosine_lr", "set_lr", "ema_decay", "ema_update",
            "diffusion_loss", "log_row", "write_log", "save_train_state", "load_train_state"]
