@@ -131,7 +131,9 @@ def train(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     cfg = build(TrainConfig, args, values)
     accelerate = require("accelerate", "train", "fine-tuning")
     mp = cfg.mixed_precision if cfg.mixed_precision != "auto" else ("fp16" if torch.cuda.is_available() else "no")
-    accelerator = accelerate.Accelerator(mixed_precision=mp)
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    # without a GPU, Accelerate forms a multi-process (gloo) group only when told it runs on the CPU
+    accelerator = accelerate.Accelerator(mixed_precision=mp, cpu=not (torch.cuda.is_available() or mps))
     run = FineTuneRun(cfg, accelerator, progress=progress)
     run.prepare()  # every input checked and every image read before anything is written
     main = accelerator.is_main_process

@@ -15,7 +15,14 @@ from ..core.state import load_checkpoint, remove_checkpoint, restoring, save_che
 from ..models.adapter import DiffusionModel
 from ..models.loading import quiet_hub_bars
 from .clipping import GradientClipper
-from .data import MEMBERS, NONMEMBERS, encode_members, readable, split_holdout, write_manifest
+from .data import (
+    MEMBERS,
+    NONMEMBERS,
+    encode_members,
+    readable,
+    split_holdout,
+    write_manifest,
+)
 from .finetune import CHECKPOINT, TrainConfig, batch_positions, draw_seed
 from .loop import cosine_lr, ema_decay, log_row, set_lr, write_log
 from .trainable import select

@@ -1,0 +1,183 @@
+"""`sdguard train`: clipping against torch's, the members manifest, accumulation, resume after kill -9,
+two processes through Accelerate, LoRA folders as model specs, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdguard.core.io import staging_dir_of
+from sdguard.models import load_model
+from sdguard.train import train
+from sdguard.train.clipping import GradientClipper
+from sdguard.train.data import read_manifest
+
+pytest.importorskip("peft")
+pytest.importorskip("accelerate")
+
+FAST = dict(steps=4, batch_size=4, samples=0, lr=1e-3)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+       "SDGUARD_NO_PROGRESS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from other_world import write_other_world
+
+    root = tmp_path_factory.mktemp("ft") / "data"
+    write_other_world(root, n=40, seed=1)
+    return root
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _unet_grads(model) -> list[torch.Tensor]:
+    """The real gradients of one diffusion-loss step of ``model``'s UNet."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, *model.latent_shape(model.default_size, model.default_size), generator=g)
+    noise, t = torch.randn(z.shape, generator=g), torch.tensor([100, 700])
+    emb = model.encode_text(model.tokenize(["a red circle", "a blue square"]))
+    pred = model.unet(model.scheduler.add_noise(z, noise, t), t, encoder_hidden_states=emb).sample
+    model.unet.zero_grad()
+    torch.nn.functional.mse_loss(pred, model.prediction_target(z, noise, t)).backward()
+    return [p.grad.clone() for p in model.unet.parameters()]
+
+
+def test_global_clipping_matches_torch_clip_grad_norm(tiny_random):
+    model = tiny_random.copy()
+    params = list(model.unet.parameters())
+    grads = _unet_grads(model)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    for c in (float(norm) / 4, float(norm) * 4):  # one threshold below the norm, one above
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        ours = GradientClipper(c)
+        measured = ours.clip(params)
+        ref = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        for r, g in zip(ref, grads):
+            r.grad = g.clone()
+        expected = torch.nn.utils.clip_grad_norm_(ref, c)
+        assert measured == pytest.approx(float(expected), rel=1e-5)
+        for p, r in zip(params, ref):
+            torch.testing.assert_close(p.grad, r.grad, rtol=1e-5, atol=1e-8)
+        assert ours.clipped == (1 if c < norm else 0)
+    clipped_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    assert float(clipped_norm) == pytest.approx(float(norm), rel=1e-5)  # above the norm: untouched
+
+
+def test_per_layer_clipping_bounds_every_tensor_and_keeps_small_ones(tiny_random):
+    model = tiny_random.copy()
+    params = list(model.unet.parameters())
+    grads = _unet_grads(model)
+    norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])
+    c = float(torch.linalg.vector_norm(norms)) / 3
+    limit = c / len(grads) ** 0.5
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    GradientClipper(c, per_layer=True).clip(params)
+    after = torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
+    assert (after <= limit * (1 + 1e-5)).all()
+    small = norms <= limit
+    assert small.any() and (~small).any()
+    torch.testing.assert_close(after[small], norms[small])
+    assert float(torch.linalg.vector_norm(after)) <= c * (1 + 1e-5)
+
+
+def test_train_writes_the_members_manifest_and_a_seeded_holdout(data, tmp_path):
+    out = tmp_path / "run"
+    report = train("builtin:tiny-random", data, out, holdout=0.25, clip_norm=1e-4, **FAST)
+    members, non = read_manifest(out / "members.jsonl"), read_manifest(out / "nonmembers.jsonl")
+    rows = {r["row"] for r in members} | {r["row"] for r in non}
+    assert rows == set(range(40)) and not {r["row"] for r in members} & {r["row"] for r in non}
+    assert len(non) == 10 and report.results["members"] == 30
+    lines = [json.loads(x) for x in (data / "metadata.jsonl").read_text().splitlines()]
+    assert all(lines[r["row"]]["file_name"] == r["file_name"] and lines[r["row"]]["text"] == r["text"]
+               for r in members + non)
+    # every step clipped at a tiny threshold; the trained model loads and differs from the base
+    clip = report.results["clipping"]
+    assert clip["steps"] == 4 and clip["clipped_share"] == 1.0
+    trained = load_model(str(out))
+    assert trained.fingerprint() == report.models["trained"]["fingerprint"] != report.models["base"]["fingerprint"]
+    assert (out / "report.html").is_file() and not (out / "finetune_state.json").exists()
+    # the same seed holds out the same records, another seed others; nothing clipped at threshold 0
+    again = train("builtin:tiny-random", data, tmp_path / "again", holdout=0.25, seed=1, clip_norm=0, **FAST)
+    other = {r["row"] for r in read_manifest(tmp_path / "again" / "nonmembers.jsonl")}
+    assert other != {r["row"] for r in non} and len(other) == 10
+    assert again.results["clipping"]["clipped_steps"] == 0 and again.results["clipping"]["threshold"] is None
+
+
+def test_gradient_accumulation_equals_the_whole_batch(data, tmp_path):
+    train("builtin:tiny-random", data, tmp_path / "one", **FAST)
+    train("builtin:tiny-random", data, tmp_path / "two", grad_accum=2, **FAST)
+    log = [json.loads(x)["loss"] for x in (tmp_path / "one" / "training_log.jsonl").read_text().splitlines()]
+    log2 = [json.loads(x)["loss"] for x in (tmp_path / "two" / "training_log.jsonl").read_text().splitlines()]
+    assert log == pytest.approx(log2, rel=1e-4)
+    flat = [torch.cat([p.detach().flatten() for p in load_model(str(s)).unet.parameters()])
+            for s in (tmp_path / "one", tmp_path / "two", "builtin:tiny-random")]
+    moved, diff = float((flat[0] - flat[2]).norm()), float((flat[0] - flat[1]).norm())
+    assert moved > 1e-3 and diff < moved / 20  # Adam amplifies float noise on near-zero gradients, so not bitwise
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "sdguard", "train", *map(str, args)]
+
+
+def test_kill_9_then_resume_gives_the_same_weights(data, tmp_path):
+    args = ["builtin:tiny-random", "--dataset", data, "--steps", 40, "--batch-size", 16, "--checkpoint-every", 5,
+            "--samples", 0, "--lr", 1e-3]
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(*args, "--out", ref), env=ENV, check=True, timeout=300, capture_output=True)
+    out = tmp_path / "run"
+    staging = staging_dir_of(out)
+    proc = subprocess.Popen(_cli(*args, "--out", out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (staging / "finetune_state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not out.exists()
+    done = subprocess.run(_cli(*args, "--out", out, "--resume"), env=ENV, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"]["steps"] == 40
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert _sha(out / part) == _sha(ref / part), part
+    steps = [json.loads(x)["step"] for x in (out / "training_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 41))  # the log of the killed part is kept once, not twice
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_through_accelerate_follow_the_one_process_loss_curve(data, tmp_path):
+    args = ["builtin:tiny-random", "--dataset", data, "--steps", 6, "--batch-size", 8, "--samples", 0, "--lr", 1e-3]
+    single = train("builtin:tiny-random", data, tmp_path / "one", steps=6, batch_size=8, samples=0, lr=1e-3)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
+              "-m", "sdguard", "train", *map(str, args), "--out", str(tmp_path / "two")]
+    done = subprocess.run(launch, env=ENV, timeout=400, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert two["results"]["processes"] == 2 and single.results["processes"] == 1
+    curve1 = [json.loads(x)["loss"] for x in (tmp_path / "one" / "training_log.jsonl").read_text().splitlines()]
+    curve2 = [json.loads(x)["loss"] for x in (tmp_path / "two" / "training_log.jsonl").read_text().splitlines()]
+    assert len(curve1) == len(curve2) == 6
+    assert curve2 == pytest.approx(curve1, rel=1e-3)
+    assert curve1[0] != pytest.approx(curve1[-1], rel=1e-3)  # the curve moves: the comparison means something
