@@ -181,3 +181,122 @@ def test_two_processes_through_accelerate_follow_the_one_process_loss_curve(data
     assert len(curve1) == len(curve2) == 6
     assert curve2 == pytest.approx(curve1, rel=1e-3)
     assert curve1[0] != pytest.approx(curve1[-1], rel=1e-3)  # the curve moves: the comparison means something
+
+
+# -- LoRA folders as model specs -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lora_run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora") / "lora"
+    report = train("builtin:tiny-random", data, out, trainable=["lora"], lora_rank=2, steps=3, batch_size=4,
+                   samples=0, lr=5e-2)
+    return out, report
+
+
+def test_lora_trains_only_the_adapter_and_saves_the_diffusers_format(lora_run):
+    from diffusers import StableDiffusionPipeline
+
+    out, report = lora_run
+    t = report.results["trainable"]
+    assert t["groups"] == ["lora"] and 0 < t["parameters"] < t["of"] / 10
+    assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "lora.json").is_file()
+    # diffusers itself loads the folder onto the base pipeline and gets what sdguard's spec gives
+    base = load_model("builtin:tiny-random")
+    ours = load_model(str(out))
+    plain = StableDiffusionPipeline(**base.copy().pipeline.components)
+    plain.load_lora_weights(str(out))
+    plain.set_progress_bar_config(disable=True)
+    from sdguard.models import DiffusionModel
+
+    theirs = DiffusionModel(plain)
+    kw = dict(seeds=0, steps=3, guidance=3.0)
+    img_ours, img_theirs = ours.generate(["a red circle"], **kw).images, theirs.generate(["a red circle"], **kw).images
+    img_base = base.generate(["a red circle"], **kw).images
+    assert abs(img_ours.astype(int) - img_theirs).max() <= 2
+    assert abs(img_ours.astype(int) - img_base).mean() > 5 * max(1e-9, abs(img_ours.astype(int) - img_theirs).mean())
+
+
+def test_base_plus_lora_spec_loads_everywhere_a_model_spec_is_accepted(lora_run, data, run_cli, tmp_path):
+    out, report = lora_run
+    spec = f"builtin:tiny-random+lora:{out}"
+    a, b = load_model(spec), load_model(str(out))
+    assert a.fingerprint() == b.fingerprint() == report.models["trained"]["fingerprint"]
+    assert a.fingerprint() != load_model("builtin:tiny-random").fingerprint()
+    assert not any("lora" in n for n, _ in a.unet.named_parameters())  # fused: the base model's names
+    code, _, err = run_cli("erase", spec, "--concept", "red circle", "--method", "uce", "--preview", 0,
+                           "--out", tmp_path / "erased")
+    assert code == 0, err
+    erased = json.loads((tmp_path / "erased" / "report.json").read_text())
+    assert erased["models"]["original"]["fingerprint"] == a.fingerprint()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    code, _, err = run_cli("audit", "generations", str(out), "--dataset", data, "--prompts", prompts,
+                           "--n", 1, "--steps", 2, "--batch-size", 4, "--controls", 0, "--reference-prompts", 0,
+                           "--out", tmp_path / "audit")
+    assert code == 0, err
+    audited = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert audited["models"]["model"]["fingerprint"] == a.fingerprint()
+
+
+def test_a_lora_of_another_model_or_a_missing_folder_is_refused(lora_run, run_cli, tmp_path):
+    out, _ = lora_run
+    code, _, err = run_cli("info", f"builtin:tiny-random+lora:{tmp_path / 'nowhere'}")
+    assert code == 2 and "nowhere" in err and "does not exist" in err
+    code, _, err = run_cli("info", f"builtin:tiny+lora:{out}")  # other widths: the adapter does not fit
+    assert code == 2 and "LoRA" in err and len(err.strip().splitlines()) == 1
+
+
+# -- bad input: one sentence, exit 2, nothing written -----------------------------------------------
+
+def _no_attention_model(root: Path) -> Path:
+    """A pipeline whose UNet has no attention layer at all (down/up blocks without transformers)."""
+    from diffusers import UNet2DConditionModel
+
+    pipe = load_model("builtin:tiny-random").pipeline
+    cfg = dict(pipe.unet.config)
+    cfg.update(down_block_types=["DownBlock2D"] * len(cfg["down_block_types"]),
+               up_block_types=["UpBlock2D"] * len(cfg["up_block_types"]), mid_block_type=None)
+    pipe.unet = UNet2DConditionModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+    pipe.register_modules(unet=pipe.unet)
+    from sdguard.models.loading import quiet_hub_bars
+
+    with quiet_hub_bars():
+        pipe.save_pretrained(str(root), safe_serialization=True)
+    return root
+
+
+BAD = [
+    (["--trainable", "lora", "--lora-rank", "0"], "--lora-rank"),
+    (["--holdout", "1.0"], "--holdout"),
+    (["--trainable", "everything"], "--trainable"),
+    (["--batch-size", "6", "--grad-accum", "4"], "--grad-accum"),
+]
+
+
+@pytest.mark.parametrize("extra,named", BAD)
+def test_bad_options_get_one_sentence_and_write_nothing(extra, named, data, run_cli, tmp_path):
+    code, _, err = run_cli("train", "builtin:tiny-random", "--dataset", data, "--out", tmp_path / "o", *extra)
+    assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_dataset_without_one_readable_image_is_refused(run_cli, tmp_path):
+    d = tmp_path / "broken"
+    (d / "images").mkdir(parents=True)
+    rows = []
+    for i in range(3):
+        (d / "images" / f"{i}.png").write_bytes(b"not a png at all")
+        rows.append(json.dumps({"file_name": f"images/{i}.png", "text": f"caption {i}"}))
+    (d / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    code, _, err = run_cli("train", "builtin:tiny-random", "--dataset", d, "--out", tmp_path / "o")
+    assert code == 2 and "none of the 3 images to train on could be read" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    assert not staging_dir_of(tmp_path / "o").exists()
+
+
+def test_a_trainable_group_the_model_lacks_is_refused(data, run_cli, tmp_path):
+    model = _no_attention_model(tmp_path / "plain")
+    for group in ("attention", "cross_attn"):
+        code, _, err = run_cli("train", model, "--dataset", data, "--trainable", group, "--out", tmp_path / "o")
+        assert code == 2 and f"--trainable '{group}'" in err and "no" in err, err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -115,12 +115,18 @@ def apply_lora(pipe, folder: Path, spec: str):
     """Load the LoRA in ``folder`` into ``pipe``, fuse it into the weights and drop the adapter."""
     _peft()
     weight_name = _weight_file(folder)
+    from diffusers.utils import logging as d_log
+
     before = {n for n, _ in pipe.unet.named_parameters()}
+    level = d_log.get_verbosity()
+    d_log.set_verbosity_error()  # not "no LoRA keys for CLIPTextModel" on every load of a UNet-only LoRA
     try:
         pipe.load_lora_weights(str(folder), weight_name=weight_name, adapter_name="sdguard")
     except Exception as exc:  # diffusers raises ValueError/KeyError/RuntimeError for a LoRA of another model
         raise InputError.bad("MODEL", spec, f"has a LoRA that does not fit its base model "
                              f"({type(exc).__name__}: {str(exc)[:300]})") from exc
+    finally:
+        d_log.set_verbosity(level)
     loaded = {n for n, _ in pipe.unet.named_parameters()} - before
     if not loaded and not getattr(pipe.text_encoder, "peft_config", None):
         raise InputError.bad("MODEL", spec, "has a LoRA none of whose weights match a module of its base model")
