@@ -72,6 +72,8 @@ class TrainConfig(ResumableConfig):
     lora_rank: int = option(4, ge=1, le=4096, help="LoRA rank")
     lora_alpha: float | None = option(None, gt=0, help="LoRA alpha (default: the rank, a scale of 1)")
     lora_targets: list[str] = option(list(DEFAULT_TARGETS), min_length=1, help="UNet modules LoRA adapts")
+    gradient_checkpointing: bool = option(False, help="recompute the UNet's activations in the backward pass "
+                                          "(less memory, about a third slower)")
     holdout: float = option(0.0, ge=0, lt=1, help="share of records kept out of training (non-members)")
     resolution: int | None = option(None, ge=8, le=4096, help="training image size (default: the model's)")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = option("auto", help="auto (fp16 on a GPU), no, fp16 "

@@ -69,6 +69,8 @@ class FineTuneRun:
         self.trainable = select(m, cfg.trainable, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                                 lora_targets=cfg.lora_targets)
         self._cast_frozen()
+        if cfg.gradient_checkpointing:
+            m.unet.enable_gradient_checkpointing()
         with progress_bar("encoding training images", len(members), enabled=self._bar()) as bar:
             self.encoded = encode_members(m, dataset, members, size, on_batch=bar.advance)
         ok, self.holdout_skipped = readable(dataset, holdout, size, purpose="to hold out") if len(holdout) \
@@ -165,6 +167,8 @@ class FineTuneRun:
     def fit(self) -> None:
         cfg, state = self.cfg, self.state
         every = max(1, cfg.steps // 2000)
+        for name in self.trainable.modules():  # train mode: gradient checkpointing acts only in it
+            getattr(self.model, name).train()
         t_start = time.perf_counter() - state["elapsed"]
         with progress_bar("training", cfg.steps, enabled=self._bar(), completed=state["step"]) as bar:
             while state["step"] < cfg.steps:
