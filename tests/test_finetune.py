@@ -149,6 +149,9 @@ def test_kill_9_then_resume_gives_the_same_weights(data, tmp_path):
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not out.exists()
+    other = subprocess.run(_cli(*args[:-2], "--lr", 2e-3, "--out", out, "--resume"), env=ENV, timeout=300,
+                           capture_output=True, text=True)
+    assert other.returncode == 2 and "lr" in other.stderr and "another run" in other.stderr, other.stderr
     done = subprocess.run(_cli(*args, "--out", out, "--resume"), env=ENV, timeout=300, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text())
@@ -300,3 +303,18 @@ def test_a_trainable_group_the_model_lacks_is_refused(data, run_cli, tmp_path):
         code, _, err = run_cli("train", model, "--dataset", data, "--trainable", group, "--out", tmp_path / "o")
         assert code == 2 and f"--trainable '{group}'" in err and "no" in err, err
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_bf16_autocast_keeps_fp32_master_weights_and_the_frozen_parts_exact(data, tmp_path):
+    from safetensors.torch import load_file
+
+    ref = train("builtin:tiny-random", data, tmp_path / "fp32", **FAST)
+    half = train("builtin:tiny-random", data, tmp_path / "bf16", mixed_precision="bf16", **FAST)
+    assert half.results["mixed_precision"] == "bf16" and ref.results["mixed_precision"] == "no"
+    assert half.results["loss_last"] == pytest.approx(ref.results["loss_last"], rel=0.05)
+    unet = load_file(tmp_path / "bf16" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {v.dtype for v in unet.values()} == {torch.float32}  # the trained weights: fp32 masters
+    base = load_model("builtin:tiny-random")
+    vae = load_file(tmp_path / "bf16" / "vae" / "diffusion_pytorch_model.safetensors")
+    for k, v in base.vae.state_dict().items():  # frozen during training in bf16, saved as the base's
+        assert torch.equal(vae[k], v), k

@@ -123,6 +123,24 @@ def batch_positions(seed: int, step: int, batch: int, n: int) -> list[int]:
     return out
 
 
+def make_accelerator(mixed_precision: str = "auto"):
+    """An ``accelerate.Accelerator`` for this process: ``auto`` is fp16 on a CUDA GPU, no autocast
+    elsewhere. Without a GPU it is told it runs on the CPU (only then does Accelerate form a gloo
+    process group under ``accelerate launch``). Accelerate keeps one state per process and refuses
+    a second Accelerator of another precision; a Python session that trains again with another
+    precision has that state reset first (``AcceleratorState._reset_state``, as Accelerate's own
+    tests do), the process group kept."""
+    accelerate = require("accelerate", "train", "fine-tuning")
+    from accelerate.state import AcceleratorState, GradientState
+
+    mp = mixed_precision if mixed_precision != "auto" else ("fp16" if torch.cuda.is_available() else "no")
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mp:
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+    return accelerate.Accelerator(mixed_precision=mp, cpu=not (torch.cuda.is_available() or mps))
+
+
 def train(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     """Fine-tune ``model`` on ``dataset`` into ``out`` (``train(model, dataset, out, steps=...)`` or
     ``train(TrainConfig(...))``); see the module's docstring. Returns the report; ``out`` holds the
@@ -131,11 +149,7 @@ def train(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     from .finetune_run import FineTuneRun
 
     cfg = build(TrainConfig, args, values)
-    accelerate = require("accelerate", "train", "fine-tuning")
-    mp = cfg.mixed_precision if cfg.mixed_precision != "auto" else ("fp16" if torch.cuda.is_available() else "no")
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    # without a GPU, Accelerate forms a multi-process (gloo) group only when told it runs on the CPU
-    accelerator = accelerate.Accelerator(mixed_precision=mp, cpu=not (torch.cuda.is_available() or mps))
+    accelerator = make_accelerator(cfg.mixed_precision)
     run = FineTuneRun(cfg, accelerator, progress=progress)
     run.prepare()  # every input checked and every image read before anything is written
     main = accelerator.is_main_process
@@ -151,4 +165,4 @@ def train(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     return report
 
 
-__all__ = ["CHECKPOINT", "TrainConfig", "train", "draw_seed", "record_order", "batch_positions"]
+__all__ = ["CHECKPOINT", "TrainConfig", "train", "make_accelerator", "draw_seed", "record_order", "batch_positions"]

@@ -95,13 +95,17 @@ class FineTuneRun:
     def _cast_frozen(self) -> None:
         """Modules without a trained parameter in the autocast dtype (memory on a GPU); LoRA's
         base UNet too, its adapter kept in fp32 (diffusers' ``cast_training_params``)."""
+        self.frozen_fp32: dict[str, dict] = {}
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.acc.mixed_precision)
         if dtype is None:
             return
         m, owners = self.model, set(self.trainable.modules())
         for name in ("vae", "text_encoder", "unet"):
             if name not in owners or (name == "unet" and "lora" in self.cfg.trainable):
-                getattr(m, name).to(dtype=dtype)
+                module = getattr(m, name)
+                # the saved model keeps the base's exact weights where nothing trained
+                self.frozen_fp32[name] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+                module.to(dtype=dtype)
         for p in self.trainable.params.values():
             p.data = p.data.float()
 
@@ -241,6 +245,8 @@ class FineTuneRun:
             save_lora(stage, m.unet, base=base_spec_for_saving(cfg.model), rank=cfg.lora_rank,
                       alpha=cfg.lora_alpha or cfg.lora_rank, targets=cfg.lora_targets)
         else:
+            for name, weights in self.frozen_fp32.items():
+                getattr(m, name).to(dtype=torch.float32).load_state_dict(weights)
             with quiet_hub_bars():
                 m.pipeline.save_pretrained(str(stage), safe_serialization=True)
         write_manifest(stage / MEMBERS, self.encoded.entries)
