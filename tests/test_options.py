@@ -24,6 +24,7 @@ CHOICES = {
     ("TrainTinyConfig", "prediction_type"): "epsilon",
     ("EraseConfig", "method"): "uce",
     ("AuditErasureConfig", "attack"): "soft-prompt",
+    ("TrainConfig", "batch_size"): 12,  # --grad-accum (2) must divide it
 }
 
 # each command's library function (the Python API twin)
@@ -37,6 +38,7 @@ LIBRARY = {
     "audit erasure": "sdguard.audit.erasure:audit_erasure",
     "data make-world": "sdguard.data.world:make_world",
     "model train-tiny": "sdguard.train:train_tiny",
+    "train": "sdguard.train:train",
 }
 
 
@@ -88,6 +90,8 @@ def _value(cls, name):
         return next(v for v in typing.get_args(ann) if v != default)
     if origin in (list, tuple):
         inner = typing.get_args(ann)[0]
+        if typing.get_origin(inner) is typing.Literal:  # choices: two that are not the default
+            return [v for v in typing.get_args(inner) if v not in (default or ())][:2]
         return [24, 48] if inner is int else ["first value", "second"]
     if origin is dict:
         return {"size": 4}
