@@ -1,6 +1,7 @@
 """Training: the shared pieces of a diffusion training loop (:mod:`.loop`), fine-tuning any model on
 any dataset (:mod:`.finetune`, ``sdguard train``) and the builtin tiny model's recipe (:mod:`.tiny`)."""
 
+from .finetune import TrainConfig, train
 from .loop import (
                    cosine_lr,
                    diffusion_loss,
@@ -12,7 +13,6 @@ from .loop import (
                    set_lr,
                    write_log,
 )
-from .finetune import TrainConfig, train
 from .tiny import TrainTinyConfig, export_builtin, train_tiny
 
 __all__ = ["TrainConfig", "train", "TrainTinyConfig", "train_tiny", "export_builtin", "cosine_lr", "set_lr", "ema_decay", "ema_update",

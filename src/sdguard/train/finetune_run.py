@@ -15,7 +15,14 @@ from ..core.state import load_checkpoint, remove_checkpoint, restoring, save_che
 from ..models.adapter import DiffusionModel
 from ..models.loading import quiet_hub_bars
 from .clipping import GradientClipper
-from .data import MEMBERS, NONMEMBERS, encode_members, readable, split_holdout, write_manifest
+from .data import (
+    MEMBERS,
+    NONMEMBERS,
+    encode_members,
+    readable,
+    split_holdout,
+    write_manifest,
+)
 from .finetune import CHECKPOINT, TrainConfig, batch_positions, draw_seed
 from .loop import cosine_lr, ema_decay, log_row, set_lr, write_log
 from .trainable import select
@@ -211,16 +218,21 @@ class FineTuneRun:
         return self.model.generate(self.sample_prompts, seeds=[0] * len(self.sample_prompts),
                                    steps=self.cfg.sample_steps, batch_size=8)
 
+    def apply_ema(self) -> None:
+        """The EMA (if any) into the trained weights (a recipe that saves its own result calls this
+        instead of :meth:`finish`)."""
+        if self.ema:
+            with torch.no_grad():
+                for k, p in self.trainable.params.items():
+                    p.copy_(self.ema[k])
+
     def finish(self):
         """The EMA into the weights, the model (or LoRA) and manifests saved, the report written."""
         from ..models.lora import base_spec_for_saving, save_lora
         from .finetune_report import training_report
 
         cfg, stage = self.cfg, self.stage
-        if self.ema:
-            with torch.no_grad():
-                for k, p in self.trainable.params.items():
-                    p.copy_(self.ema[k])
+        self.apply_ema()
         if not self.acc.is_main_process:
             return None
         m = self.model
