@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.model == "builtin:tiny" and not tiny_available():
         print("builtin:tiny is not installed; build it with: sdguard data make-world world && "
-              "sdguard model train-tiny --world world --out src/sdguard/builtin/tiny", file=sys.stderr)
+              "sdguard model train-tiny --dataset world --out src/sdguard/builtin/tiny", file=sys.stderr)
         return 2
     t_all = time.perf_counter()
     if args.world:

@@ -3,7 +3,7 @@
 Runs exactly the command the README gives for reproducing ``builtin:tiny``::
 
     sdguard data make-world WORLD
-    sdguard model train-tiny --world WORLD --out OUT
+    sdguard model train-tiny --dataset WORLD --out OUT
 
 in a fresh process (wall time and CPU time of that process are measured; goal of issue 3: under
 30 minutes on 2 CPU cores), then measures the trained model's planted cases with
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     training: dict = {}
     if not args.skip_training:
-        cmd = [sys.executable, "-m", "sdguard", "model", "train-tiny", "--world", str(world.root), "--out", str(out)]
+        cmd = [sys.executable, "-m", "sdguard", "model", "train-tiny", "--dataset", str(world.root), "--out", str(out)]
         cmd += args.train_args.split()
         staging = out.parent / f".{out.name}.partial"
         if staging.is_dir():

@@ -210,35 +210,27 @@ def test_folder_without_its_unet_is_one_sentence(run_cli, fp16_folders, tmp_path
     nothing_written(tmp_path)
 
 
-# -- 5. broken worlds for train-tiny -----------------------------------------------------------
+# -- 5. datasets train-tiny cannot train on ----------------------------------------------------
 
-def _break_invalid_json(w):
-    (w / "ground_truth.json").write_text('{"format": "sdguard-world", "size": ')
-    return "ground_truth.json", "not valid JSON"
-
-
-def _break_missing_keys(w):
-    truth = json.loads((w / "ground_truth.json").read_text())
-    del truth["vocabulary"], truth["image_size"]
-    (w / "ground_truth.json").write_text(json.dumps(truth))
-    return "ground_truth.json", "image_size, vocabulary"
+def _break_every_image(w):
+    for png in (w / "images").glob("*.png"):
+        png.write_bytes(png.read_bytes()[:60])
+    return "DATASET", "none of the", "images to train on could be read", "unreadable; the first"
 
 
-def _break_truncated_png(w):
-    png = w / "images" / "00007.png"
-    png.write_bytes(png.read_bytes()[:60])
-    return "00007.png", "not a readable image"
+def _break_every_record(w):
+    (w / "metadata.jsonl").write_text("")
+    return "--dataset", str(w), "has no records to train on"
 
 
-@pytest.mark.parametrize("breaks", [_break_invalid_json, _break_missing_keys, _break_truncated_png],
-                         ids=["invalid-json", "missing-keys", "truncated-png"])
-def test_train_tiny_on_a_broken_world_is_one_sentence(run_cli, world, tmp_path, breaks):
+@pytest.mark.parametrize("breaks", [_break_every_image, _break_every_record], ids=["no-readable-image", "no-record"])
+def test_train_tiny_on_a_dataset_without_images_is_one_sentence(run_cli, world, tmp_path, breaks):
     broken = tmp_path / "world"
     shutil.copytree(world, broken)
-    file_name, problem = breaks(broken)
-    code, _, stderr = run_cli("model", "train-tiny", "--world", broken, "--out", tmp_path / "o", "--vae-steps", 1,
+    words = breaks(broken)
+    code, _, stderr = run_cli("model", "train-tiny", "--dataset", broken, "--out", tmp_path / "o", "--vae-steps", 1,
                               "--unet-steps", 1, "--batch-size", 2)
-    one_sentence(code, stderr, "--world", file_name, problem)
+    one_sentence(code, stderr, *words)
     nothing_written(tmp_path)
 
 

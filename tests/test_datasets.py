@@ -16,13 +16,16 @@ from sdguard.core.errors import InputError
 from sdguard.data.captions import (
     MAX_TOKENS,
     STOP_WORDS,
+    WORD_CHARS,
     KeywordFilter,
+    caption_vocabulary,
     count_tokens,
     estimate_tokens,
     filter_captions,
     filter_parquet,
     frequent_words,
     normalize_text,
+    tokenizer_pieces,
 )
 from sdguard.data.datasets import FORMATS, SkipCounter, detect_format, open_dataset
 
@@ -161,6 +164,24 @@ def test_frequent_words_remove_stop_words():
     assert top[0]["count"] == 3 and top[0]["share"] == 1.0
     assert not {w["word"] for w in frequent_words(texts, 20)} & STOP_WORDS
     assert normalize_text("  Van-GOGH!! ") == "van gogh"
+
+
+def test_caption_vocabulary_holds_the_words_the_tokenizer_looks_up():
+    from sdguard.models.components import build_tokenizer
+
+    caption = "Aldora's crimson Lighthouse, 2 towers!"
+    texts = [caption, "the café by the sea", "the sea at night", None, "the sea"]
+    vocabulary = caption_vocabulary(texts)
+    assert vocabulary == sorted(vocabulary) and set("".join(vocabulary)) <= set(WORD_CHARS)
+    # lower-cased, split as CLIP's tokenizer splits; words with other letters and punctuation left out
+    assert {"aldora", "'s", "lighthouse", "2", "towers", "sea"} <= set(vocabulary)
+    assert not {"café", "caf", ",", "!", "aldora's"} & set(vocabulary)
+    tokenizer = build_tokenizer(vocabulary)  # every word is in the tokenizer's characters
+    words_seen = [t for t in tokenizer.tokenize(caption) if t.endswith("</w>")]
+    assert words_seen == [w + "</w>" for w in tokenizer_pieces(caption) if w in vocabulary]
+    assert len(words_seen) == 6  # each caption word one token
+    # the words found in the most captions first ("the" and "sea": 3 each), then alphabetically
+    assert caption_vocabulary(texts, max_words=3) == ["'s", "sea", "the"]
 
 
 def test_webdataset_shards(tmp_path):

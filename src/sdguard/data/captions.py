@@ -18,6 +18,7 @@ millions of rows filters in seconds without loading its captions into Python.
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ from ..core.errors import InputError, require
 MAX_TOKENS = 77
 
 _WORD = re.compile(r"[^\W_]+")
+#: the pieces CLIP's tokenizer splits a lower-cased text into before its byte-pair merges (its
+#: ``pat``: contractions, runs of letters, single digits, runs of other symbols)
+_CLIP_PIECE = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+")
+#: the characters of a word-level tokenizer's words (:func:`sdguard.models.components.build_tokenizer`)
+WORD_CHARS = string.ascii_lowercase + string.digits + "'-"
 _TOKEN_ESTIMATE = re.compile(r"[^\W_]+|[^\w\s]|_")
 
 #: English function words left out of the frequent-word lists (articles, pronouns, prepositions,
@@ -62,6 +68,28 @@ def normalize_text(text: str) -> str:
 def words(text: str) -> list[str]:
     """The lower-case words of ``text`` (runs of letters and digits)."""
     return _WORD.findall(unicodedata.normalize("NFC", text).lower()) if isinstance(text, str) else []
+
+
+def tokenizer_pieces(text: str) -> list[str]:
+    """The pieces of ``text`` that CLIP's tokenizer looks up (lower case, whitespace collapsed):
+    ``"Aldora's 2 lighthouses, red"`` gives ``aldora 's 2 lighthouses , red``."""
+    if not isinstance(text, str):
+        return []
+    return _CLIP_PIECE.findall(" ".join(text.lower().split()))
+
+
+def caption_vocabulary(texts: Iterable[str], max_words: int | None = None) -> list[str]:
+    """The word vocabulary of a word-level tokenizer made from captions (sorted): every piece of
+    :func:`tokenizer_pieces` written in :data:`WORD_CHARS` (letters outside a-z, punctuation and
+    symbols are left to the tokenizer's character fallback). With ``max_words``, the words found in
+    the most captions (ties alphabetically)."""
+    allowed = frozenset(WORD_CHARS)
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update({p for p in tokenizer_pieces(text) if allowed.issuperset(p)})
+    if max_words is None:
+        return sorted(counts)
+    return sorted(sorted(counts, key=lambda w: (-counts[w], w))[:max_words])
 
 
 def contains_phrase(text: str, phrase: str) -> bool:

@@ -23,7 +23,7 @@ def _tiny_random():
     return build_pipeline(build_tokenizer(DEMO_WORDS), seed=0)
 
 
-TINY_RECIPE = "sdguard data make-world world && sdguard model train-tiny --world world --out tiny"
+TINY_RECIPE = "sdguard data make-world world && sdguard model train-tiny --dataset world --out tiny"
 
 
 def tiny_available() -> bool:

@@ -8,14 +8,15 @@ tests (tiny random pipelines) and the builtin tiny model's training recipe.
 
 from __future__ import annotations
 
-import string
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import torch
 
+from ..data.captions import WORD_CHARS
+
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
-_BASE_CHARS = string.ascii_lowercase + string.digits + "'-"
+_BASE_CHARS = WORD_CHARS
 
 
 def build_tokenizer(words: Iterable[str], max_length: int = 32):

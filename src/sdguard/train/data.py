@@ -67,21 +67,20 @@ def readable(dataset, entries: Entries, size: int, on_image: Callable[[int, torc
              purpose: str = "to train on") -> tuple[list[int], SkipCounter]:
     """Positions in ``entries`` whose image could be read (``on_image(position, tensor)`` for each),
     and the count of those that could not. None readable: :class:`InputError`."""
-    from ..embed.cache import nothing_readable
+    from ..embed import cache
 
     skipped, ok = SkipCounter(), []
-    status = np.zeros(len(entries), np.int8)
+    status = np.full(len(entries), cache.OK, np.int8)
     for pos, item in enumerate(dataset.images(entries.rows)):
         if item.image is None:
             skipped.add(entries.file_names[pos], item.error or UNREADABLE, item.detail)
-            status[pos] = 1 if item.error == MISSING else 2
+            status[pos] = cache.MISSING if item.error == MISSING else cache.UNREADABLE
             continue
         ok.append(pos)
         if on_image is not None:
             on_image(pos, prepare_image(item.image, size))
     if entries and not ok:
-        names = np.array([MISSING if s == 1 else UNREADABLE for s in status], dtype=object)
-        raise nothing_readable(dataset, len(entries), names, skipped, purpose)
+        raise cache.nothing_readable(dataset, len(entries), status, skipped, purpose)
     return ok, skipped
 
 

@@ -226,16 +226,21 @@ class FineTuneRun:
         return self.model.generate(self.sample_prompts, seeds=[0] * len(self.sample_prompts),
                                    steps=self.cfg.sample_steps, batch_size=8)
 
+    def apply_ema(self) -> None:
+        """The EMA (if any) into the trained weights (a recipe that saves its own result calls this
+        instead of :meth:`finish`)."""
+        if self.ema:
+            with torch.no_grad():
+                for k, p in self.trainable.params.items():
+                    p.copy_(self.ema[k])
+
     def finish(self):
         """The EMA into the weights, the model (or LoRA) and manifests saved, the report written."""
         from ..models.lora import base_spec_for_saving, save_lora
         from .finetune_report import training_report
 
         cfg, stage = self.cfg, self.stage
-        if self.ema:
-            with torch.no_grad():
-                for k, p in self.trainable.params.items():
-                    p.copy_(self.ema[k])
+        self.apply_ema()
         if not self.acc.is_main_process:
             return None
         m = self.model

@@ -1,13 +1,20 @@
-"""The builtin tiny model's training recipe: a real Stable Diffusion trained on a CPU.
+"""The builtin tiny model's training recipe: a real Stable Diffusion trained on a CPU, on any dataset.
 
 Latent diffusion as in Rombach et al. 2022 ("High-Resolution Image Synthesis with Latent
-Diffusion Models"), scaled down: (1) an AutoencoderKL trained for reconstruction with a small KL
-term; its latent scaling factor set to 1/std of the training latents, as Stable Diffusion's
-0.18215 was; (2) a UNet2DConditionModel with cross-attention at every resolution and a CLIP text
-encoder trained jointly on the DDPM loss (Ho et al. 2020) over Stable Diffusion's scaled-linear
-schedule, 10% caption dropout for classifier-free guidance (Ho & Salimans 2022) and an
-exponential moving average of the weights. Deterministic for a seed (on a given thread count);
-checkpoints every few hundred steps (:mod:`sdguard.core.state`: safetensors and JSON) and resumes.
+Diffusion Models"), scaled down, on any dataset sdguard reads (an imagefolder such as a world made
+by ``sdguard data make-world``, webdataset shards, a parquet/CSV table): images resized and
+centre-cropped to ``--image-size`` (:func:`.data.prepare_image`), unreadable ones skipped and
+counted. (0) A word-level CLIP tokenizer whose words are the captions' own
+(:func:`sdguard.data.captions.caption_vocabulary`). (1) An AutoencoderKL trained from scratch for
+reconstruction with a small KL term (this recipe's own loop); its latent scaling factor set to
+1/std of the training latents, as Stable Diffusion's 0.18215 was. (2) A new UNet2DConditionModel
+with cross-attention at every resolution and a new CLIP text encoder trained jointly on the
+diffusion loss through the shared fine-tuning loop (:class:`.finetune_run.FineTuneRun`, the loop of
+``sdguard train``): Stable Diffusion's scaled-linear schedule, 10% caption dropout for
+classifier-free guidance (Ho & Salimans 2022), AdamW with warm-up and cosine decay, global-norm
+clipping at 1 and an exponential moving average of the trained weights (UNet and text encoder).
+Deterministic for a seed (on a given thread count); both stages checkpoint into the staging folder
+(:mod:`sdguard.core.state`: safetensors and JSON) and ``--resume`` continues either.
 
 By default the UNet predicts v (Salimans & Ho 2022, as Stable Diffusion 2 does) on a schedule
 rescaled to zero terminal SNR with trailing DDIM steps (Lin et al. 2024). The reason is
@@ -21,7 +28,6 @@ teaches the model to read the layout from the noise. ``prediction_type="epsilon"
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,20 +37,21 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import ResumableConfig, build, option, output_for
+from ..core.errors import InputError, require
 from ..core.io import output_dir
 from ..core.progress import progress_bar
 from ..core.state import remove_checkpoint, restoring
+from ..data.captions import caption_vocabulary
 from ..models.adapter import DiffusionModel
 from ..models.components import TinyConfig, build_pipeline, build_tokenizer
+from ..models.loading import quiet_hub_bars
 from ..report import Report, auto_scale, make_grid, png_bytes
 from ..report.plots import line_plot
+from . import finetune
+from .data import MEMBERS, readable, write_manifest
 from .loop import (
     LOG_FILE,
     cosine_lr,
-    diffusion_loss,
-    ema_decay,
-    ema_update,
-    file_sha256,
     load_train_state,
     log_row,
     save_train_state,
@@ -52,20 +59,25 @@ from .loop import (
     write_log,
 )
 
-#: the checkpoint's name in the staging folder (``train_state.safetensors`` and ``train_state.json``)
+#: the VAE stage's checkpoint in the staging folder (``train_state.safetensors`` and ``.json``);
+#: the UNet stage's is the fine-tuning loop's (:data:`.finetune.CHECKPOINT`)
 CHECKPOINT = "train_state"
+#: what the UNet stage's run key calls its model (it is built here, not loaded from a spec)
+STAGE2_MODEL = "model train-tiny: the trained VAE with a new UNet and text encoder"
 
 
 class TrainTinyConfig(ResumableConfig):
-    """Train a tiny Stable Diffusion (VAE, CLIP text encoder, UNet) on a world, on the CPU."""
+    """Train a tiny Stable Diffusion (VAE, CLIP text encoder, UNet) on a dataset, on the CPU."""
 
-    python_positional = ("world", "out")
+    python_positional = ("dataset", "out")
     #: the checkpoint interval changes no weight: a resume may use another one
     presentation_fields = ResumableConfig.presentation_fields | {"checkpoint_every"}
 
-    world: str = option(help="a world made by `sdguard data make-world`")
+    dataset: str = option(flag="--dataset --world", help="the training data: an imagefolder (a world made by "
+                          "`sdguard data make-world` or any other), webdataset shards or a parquet/CSV table")
     out: str = option(help="output diffusers folder")
     seed: int = option(0, ge=0, le=2**63 - 1, help="seed of the weights, the data order and the noise")
+    image_size: int = option(32, ge=8, le=1024, help="training image size (images resized and centre-cropped)")
     vae_steps: int = option(400, ge=1, le=1_000_000, help="autoencoder training steps")
     unet_steps: int = option(2400, ge=1, le=1_000_000, help="UNet and text-encoder training steps")
     batch_size: int = option(64, ge=1, le=4096, help="images per step")
@@ -75,6 +87,8 @@ class TrainTinyConfig(ResumableConfig):
                                     "(classifier-free guidance)")
     ema_decay: float = option(0.995, ge=0, lt=1, help="decay of the weights' exponential moving average")
     max_tokens: int = option(32, ge=8, le=77, help="the text encoder's context length")
+    vocabulary_size: int = option(4096, ge=1, le=1_000_000, help="caption words that become single tokens (the "
+                                  "most frequent; others are spelled in characters)")
     unet_channels: tuple[int, ...] = option((64, 128), min_length=1, help="UNet channels per resolution (repeat)")
     vae_channels: tuple[int, ...] = option((16, 32, 32), min_length=1, help="autoencoder channels per resolution "
                                            "(repeat)")
@@ -87,68 +101,66 @@ class TrainTinyConfig(ResumableConfig):
 
 
 def train_tiny(*args: Any, progress: bool | None = None, **values: Any) -> Report:
-    """Train a tiny Stable Diffusion on a world made by ``sdguard data make-world`` into ``out``
-    (``train_tiny(world, out, unet_steps=..., ...)`` or ``train_tiny(TrainTinyConfig(...))``).
+    """Train a tiny Stable Diffusion on ``dataset`` into ``out`` (``train_tiny(dataset, out,
+    unet_steps=..., ...)`` or ``train_tiny(TrainTinyConfig(...))``); see the module's docstring.
 
-    ``out`` becomes a diffusers folder (loadable with ``load_pipeline``) plus ``report.json``,
-    ``report.html`` and ``training_log.jsonl``. With ``resume=True`` an interrupted run continues
-    from its last checkpoint; a checkpoint that is corrupt or was written with other settings or
-    another world is refused (:class:`~sdguard.core.errors.StateError`, exit code 2).
+    ``out`` becomes a diffusers folder (loadable with ``load_pipeline``) plus ``members.jsonl``
+    (every record trained on), ``report.json``, ``report.html`` and ``training_log.jsonl``. With
+    ``resume=True`` an interrupted run continues from its last checkpoint (of either stage); a
+    checkpoint that is corrupt or was written with other settings or another dataset is refused
+    (:class:`~sdguard.core.errors.StateError`, exit code 2).
     """
-    from ..data.world import load_world
+    from ..data.datasets import open_dataset
 
     cfg = build(TrainTinyConfig, args, values)
+    accelerate = require("accelerate", "train", "training the tiny model")
     torch.set_num_threads(cfg.threads)
-    w = load_world(cfg.world, argument="--world")
-    w.load_images()  # every image read (and checked) before anything is written
+    dataset = open_dataset(cfg.dataset)
+    run = TinyRun(cfg, dataset)  # every image read (and checked) before anything is written
     report = Report("model train-tiny", cfg)
-    with output_for(cfg, "model train-tiny", "world") as stage:
-        run = _TinyRun(cfg, w, stage)
+    with output_for(cfg, "model train-tiny", "dataset") as stage:
+        run.stage = Path(stage)
         if cfg.resume:
             run.restore()
-        run.t_start = time.perf_counter() - run.state["elapsed"]
-        with progress_bar("training tiny SD", run.total, enabled=progress, completed=run.state["step"]) as bar:
-            run.bar = bar
-            run.train_vae()
-            means, stds = run.encode_world()
-            run.train_unet(means, stds)
-        elapsed = time.perf_counter() - run.t_start
-        model = run.finish()
-        _report(report, run, model, means, elapsed, w.image_size)
+        run.train_vae(progress)
+        loop = run.unet_loop(accelerate.Accelerator(cpu=True, mixed_precision="no"), progress)
+        if cfg.resume:
+            loop.restore()
+        loop.fit()
+        model = run.finish(loop)
+        tiny_report(report, run, loop, model)
         report.write(stage)
     return report
 
 
-class _TinyRun:
-    """One run of the recipe: the pipeline, its EMA, the optimizers, the generator, the state."""
+class TinyRun:
+    """One run of the recipe: the images, the tokenizer, the pipeline, the VAE stage's state."""
 
-    def __init__(self, cfg: TrainTinyConfig, w, stage: Path):
-        self.cfg, self.stage, self.bar, self.t_start = cfg, stage, None, 0.0
-        self.images = torch.from_numpy(w.load_images()).permute(0, 3, 1, 2).contiguous() * 2 - 1
-        self.texts = w.texts
-        tokenizer = build_tokenizer(w.ground_truth["vocabulary"], max_length=cfg.max_tokens)
-        self.tiny = TinyConfig(image_size=w.image_size, text_hidden=cfg.text_hidden,
+    def __init__(self, cfg: TrainTinyConfig, dataset):
+        self.cfg, self.dataset, self.stage = cfg, dataset, None
+        entries = dataset.entries()
+        if not len(entries):
+            raise InputError.bad("--dataset", cfg.dataset, "has no records to train on")
+        tensors: list[torch.Tensor] = []
+        ok, self.skipped = readable(dataset, entries, cfg.image_size, lambda _pos, t: tensors.append(t))
+        self.entries, self.images = entries.take(ok), torch.stack(tensors)
+        self.vocabulary = caption_vocabulary(self.entries.texts, cfg.vocabulary_size)
+        tokenizer = build_tokenizer(self.vocabulary, max_length=cfg.max_tokens)
+        self.tiny = TinyConfig(image_size=cfg.image_size, text_hidden=cfg.text_hidden,
                                vae_channels=tuple(cfg.vae_channels), unet_channels=tuple(cfg.unet_channels),
                                prediction_type=cfg.prediction_type, zero_terminal_snr=cfg.zero_terminal_snr)
-        self.pipe = pipe = build_pipeline(tokenizer, self.tiny, seed=cfg.seed)
-        self.ids = tokenizer(self.texts, padding="max_length", max_length=cfg.max_tokens, truncation=True,
-                             return_tensors="pt").input_ids
-        self.empty_ids = tokenizer([""], padding="max_length", max_length=cfg.max_tokens, return_tensors="pt").input_ids
+        self.pipe = build_pipeline(tokenizer, self.tiny, seed=cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.ema = copy.deepcopy(pipe.unet).requires_grad_(False)
-        self.vae_opt = torch.optim.AdamW(pipe.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-        self.unet_params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
-        self.unet_opt = torch.optim.AdamW(self.unet_params, lr=cfg.unet_lr, weight_decay=1e-2)
+        self.vae_opt = torch.optim.AdamW(self.pipe.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
         self.state = {"step": 0, "log": [], "scaling": None, "elapsed": 0.0}
-        self.total = cfg.vae_steps + cfg.unet_steps
-        # the same run: every setting that changes the weights, and the world's captions and files
-        self.key = {"recipe": "model train-tiny", **cfg.run_key(),
-                    "world_metadata_sha256": file_sha256(Path(w.root) / "metadata.jsonl")}
+        # the same run: every setting that changes the weights, and the dataset
+        self.key = {"recipe": "model train-tiny", **cfg.run_key(), "dataset_fingerprint": dataset.fingerprint()}
 
     def _parts(self) -> dict:
-        pipe = self.pipe
-        return {"modules": {"vae": pipe.vae, "unet": pipe.unet, "text_encoder": pipe.text_encoder, "ema": self.ema},
-                "optimizers": {"vae_opt": self.vae_opt, "unet_opt": self.unet_opt}, "gen": self.gen}
+        return {"modules": {"vae": self.pipe.vae}, "optimizers": {"vae_opt": self.vae_opt}, "gen": self.gen}
+
+    def save(self) -> None:
+        save_train_state(self.stage, CHECKPOINT, self.key, state=self.state, **self._parts())
 
     def restore(self) -> None:
         state = load_train_state(self.stage, CHECKPOINT, self.key, **self._parts())
@@ -159,108 +171,113 @@ class _TinyRun:
                               "scaling": None if scaling is None else float(scaling),
                               "elapsed": float(state["elapsed"])}
 
-    def end_step(self, stage_name: str, loss: torch.Tensor) -> None:
-        """Count the step; log the loss every 25 steps, checkpoint every ``checkpoint_every``."""
-        state = self.state
-        state["step"] += 1
-        if state["step"] % 25 == 0:
-            log_row(state, self.stage, {"step": state["step"], "stage": stage_name, "loss": loss.item()}, self.t_start)
-        if state["step"] % self.cfg.checkpoint_every == 0:
-            state["elapsed"] = time.perf_counter() - self.t_start
-            save_train_state(self.stage, CHECKPOINT, self.key, state=state, **self._parts())
-        self.bar.advance()
-
-    def train_vae(self) -> None:
-        """Stage 1: the autoencoder, on reconstruction with a small KL term."""
-        cfg, vae, gen, n = self.cfg, self.pipe.vae, self.gen, len(self.texts)
+    def train_vae(self, progress: bool | None) -> None:
+        """Stage 1: the autoencoder, on reconstruction with a small KL term; checkpointed every
+        ``checkpoint_every`` steps and when done (a resume in stage 2 starts from that one)."""
+        cfg, vae, gen, state = self.cfg, self.pipe.vae, self.gen, self.state
+        t_start = time.perf_counter() - state["elapsed"]
         vae.train()
-        while self.state["step"] < cfg.vae_steps:
-            set_lr(self.vae_opt, cfg.vae_lr * cosine_lr(self.state["step"], cfg.vae_steps))
-            x = self.images[torch.randint(0, n, (cfg.batch_size,), generator=gen)]
-            post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-            rec = vae.decode(z).sample
-            kl = post.kl().mean() / z[0].numel()
-            loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-4 * kl
-            self.vae_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.vae_opt.step()
-            self.end_step("vae", loss)
+        with progress_bar("training the autoencoder", cfg.vae_steps, enabled=progress,
+                          completed=min(state["step"], cfg.vae_steps)) as bar:
+            while state["step"] < cfg.vae_steps:
+                set_lr(self.vae_opt, cfg.vae_lr * cosine_lr(state["step"], cfg.vae_steps))
+                x = self.images[torch.randint(0, len(self.images), (cfg.batch_size,), generator=gen)]
+                post = vae.encode(x).latent_dist
+                z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+                rec = vae.decode(z).sample
+                kl = post.kl().mean() / z[0].numel()
+                loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-4 * kl
+                self.vae_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.vae_opt.step()
+                state["step"] += 1
+                if state["step"] % 25 == 0:
+                    log_row(state, self.stage, {"step": state["step"], "stage": "vae", "loss": loss.item()}, t_start)
+                done = state["step"] == cfg.vae_steps
+                if done:
+                    state["scaling"] = float(1.0 / self.latent_means().std())
+                if done or state["step"] % cfg.checkpoint_every == 0:
+                    state["elapsed"] = time.perf_counter() - t_start
+                    self.save()
+                bar.advance()
         vae.eval().requires_grad_(False)
+        vae.register_to_config(scaling_factor=state["scaling"])
 
     @torch.no_grad()
-    def encode_world(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The latents of the whole world (posterior means and stds); sets the scaling factor."""
-        means, stds = [], []
-        for i in range(0, len(self.images), 256):
-            post = self.pipe.vae.encode(self.images[i:i + 256]).latent_dist
-            means.append(post.mean)
-            stds.append(post.std)
-        mean, std = torch.cat(means), torch.cat(stds)
-        if self.state["scaling"] is None:
-            self.state["scaling"] = float(1.0 / mean.std())
-        return mean, std
+    def latent_means(self) -> torch.Tensor:
+        """The posterior means of every training image under the current autoencoder."""
+        vae = self.pipe.vae
+        return torch.cat([vae.encode(self.images[i:i + 256]).latent_dist.mean for i in range(0, len(self.images), 256)])
 
-    def train_unet(self, means: torch.Tensor, stds: torch.Tensor) -> None:
-        """Stage 2: the UNet and the text encoder on the diffusion loss, with caption dropout and EMA."""
-        cfg, pipe, gen, n = self.cfg, self.pipe, self.gen, len(self.texts)
-        alphas = torch.as_tensor(pipe.scheduler.alphas_cumprod, dtype=torch.float32)
-        scaling = self.state["scaling"]
-        pipe.unet.train()
-        pipe.text_encoder.train()
-        while self.state["step"] < self.total:
-            step = self.state["step"] - cfg.vae_steps
-            set_lr(self.unet_opt, cfg.unet_lr * cosine_lr(step, cfg.unet_steps))
-            idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
-            z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)) * scaling
-            b_ids = self.ids[idx].clone()
-            drop = torch.rand(cfg.batch_size, generator=gen) < cfg.caption_dropout
-            b_ids[drop] = self.empty_ids[0]
-            loss = diffusion_loss(pipe.unet, pipe.text_encoder, z0, b_ids, alphas, gen, cfg.prediction_type)
-            self.unet_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.unet_params, 1.0)
-            self.unet_opt.step()
-            ema_update(self.ema, pipe.unet, ema_decay(step, cfg.ema_decay))
-            self.end_step("unet", loss)
+    def unet_loop(self, accelerator, progress: bool | None):
+        """Stage 2's run of the shared fine-tuning loop: the UNet and the text encoder on every
+        readable record, the recipe's settings as a :class:`~.finetune.TrainConfig`."""
+        from .finetune_run import FineTuneRun
 
-    def finish(self) -> DiffusionModel:
-        """The EMA weights into the UNet, the pipeline saved, the checkpoint removed."""
-        pipe = self.pipe
-        pipe.unet.load_state_dict(self.ema.state_dict())
+        cfg = self.cfg
+        tcfg = finetune.TrainConfig(
+            model=STAGE2_MODEL, dataset=cfg.dataset, out=cfg.out, trainable=["unet", "text_encoder"],
+            steps=cfg.unet_steps, batch_size=cfg.batch_size, lr=cfg.unet_lr, warmup_steps=100, weight_decay=1e-2,
+            caption_dropout=cfg.caption_dropout, ema_decay=cfg.ema_decay, clip_norm=1.0, resolution=cfg.image_size,
+            mixed_precision="no", seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, samples=0)
+        loop = FineTuneRun(tcfg, accelerator, progress=progress)
+        model = DiffusionModel(self.pipe, spec=STAGE2_MODEL)
+        loop.setup(model, self.dataset, self.entries, self.entries.take([]), key=self.key)
+        loop.stage = self.stage
+        return loop
+
+    def finish(self, loop) -> DiffusionModel:
+        """The EMA into the weights, the pipeline, the members and the log saved, the checkpoints removed."""
+        loop.apply_ema()
+        pipe, stage = self.pipe, self.stage
         pipe.unet.eval()
         pipe.text_encoder.eval()
-        pipe.vae.register_to_config(scaling_factor=self.state["scaling"])
-        pipe.save_pretrained(str(self.stage), safe_serialization=True)
-        remove_checkpoint(self.stage, CHECKPOINT)
-        write_log(self.stage, self.state["log"])
+        with quiet_hub_bars():
+            pipe.save_pretrained(str(stage), safe_serialization=True)
+        write_manifest(stage / MEMBERS, loop.encoded.entries)
+        unet_rows = [{"step": self.cfg.vae_steps + r["step"], "stage": "unet", **{k: v for k, v in r.items()
+                      if k != "step"}} for r in loop.state["log"]]
+        write_log(stage, self.state["log"] + unet_rows)
+        for name in (CHECKPOINT, finetune.CHECKPOINT):
+            remove_checkpoint(stage, name)
+        self.elapsed = self.state["elapsed"] + loop.state["elapsed"]
         return DiffusionModel(pipe, spec=str(self.cfg.out))
 
 
-def _report(report: Report, run: _TinyRun, model: DiffusionModel, means: torch.Tensor, elapsed: float,
-            image_size: int) -> None:
-    state, texts, n = run.state, run.texts, len(run.texts)
+def tiny_report(report: Report, run: TinyRun, loop, model: DiffusionModel) -> None:
+    """The recipe's report: the data (skipped images, vocabulary), both stages' losses, samples."""
+    texts, n, elapsed = run.entries.texts, len(run.entries), run.elapsed
     report.timings["train"] = round(elapsed, 1)
     report.add_model("trained", model)
     with torch.no_grad():
-        rec = run.pipe.vae.decode(means[:512]).sample
-    recon_mse = float(F.mse_loss(rec, run.images[:512]))
-    report.results = {"images": n, "vae_reconstruction_mse": recon_mse, "scaling_factor": state["scaling"],
-                      "final_loss": state["log"][-1]["loss"] if state["log"] else None,
-                      "parameters": model.parameter_counts(), "train_seconds": round(elapsed, 1),
-                      "tiny_config": asdict(run.tiny)}
-    report.artifacts = ["model_index.json", "unet/", "vae/", "text_encoder/", "tokenizer/", "scheduler/", LOG_FILE]
-    for stage_name in ("vae", "unet"):
-        rows = [r for r in state["log"] if r["stage"] == stage_name]
+        x = run.images[:512]
+        rec = run.pipe.vae.decode(run.pipe.vae.encode(x).latent_dist.mean).sample
+    recon_mse = float(F.mse_loss(rec, x))
+    unet_log = loop.state["log"]
+    report.results = {"dataset": run.dataset.describe(), "images": n, "skipped": run.skipped.to_dict(),
+                      "vocabulary": len(run.vocabulary), "vae_reconstruction_mse": recon_mse,
+                      "scaling_factor": run.state["scaling"],
+                      "final_loss": unet_log[-1]["loss"] if unet_log else None,
+                      "clipping": loop.clipper.summary(), "parameters": model.parameter_counts(),
+                      "train_seconds": round(elapsed, 1), "tiny_config": asdict(run.tiny)}
+    report.artifacts = ["model_index.json", "unet/", "vae/", "text_encoder/", "tokenizer/", "scheduler/", MEMBERS,
+                        LOG_FILE]
+    curves = {"vae": [(r["step"], r["loss"]) for r in run.state["log"]],
+              "unet": [(run.cfg.vae_steps + r["step"], r["loss"]) for r in unet_log]}
+    for stage_name, rows in curves.items():
         if rows:
             report.section(f"{stage_name} loss", figures=[(line_plot(
-                {stage_name: ([r["step"] for r in rows], [r["loss"] for r in rows])},
+                {stage_name: ([s for s, _ in rows], [v for _, v in rows])},
                 title=f"{stage_name} training loss", xlabel="step", ylabel="loss"), "training loss")])
-    sample_prompts = [texts[i] for i in range(0, n, max(1, n // 8))][:8]
+    sample_prompts = list(dict.fromkeys(texts[i] for i in range(0, n, max(1, n // 8))))[:8]
     samples = model.generate(sample_prompts, seeds=0, steps=25, guidance=3.0)
     report.section("Samples of training captions (seed 0)", "; ".join(sample_prompts),
-                   figures=[(png_bytes(make_grid(samples.images, 8, auto_scale(image_size))), "generated")])
-    report.summary = [f"trained on {n} images in {elapsed / 60:.1f} min", f"VAE reconstruction MSE {recon_mse:.4f}"]
+                   figures=[(png_bytes(make_grid(samples.images, 8, auto_scale(run.cfg.image_size))), "generated")])
+    report.summary = [f"trained on {n} images in {elapsed / 60:.1f} min ({len(run.vocabulary)} caption words as tokens)",
+                      f"VAE reconstruction MSE {recon_mse:.4f}"]
+    if run.skipped.total:
+        report.summary.append(f"{run.skipped.total} image(s) skipped: {run.skipped.missing} missing, "
+                              f"{run.skipped.unreadable} unreadable")
 
 
 def export_builtin(trained: str | Path, name: str = "tiny") -> Path:
@@ -286,4 +303,4 @@ def export_builtin(trained: str | Path, name: str = "tiny") -> Path:
     return dst
 
 
-__all__ = ["CHECKPOINT", "TrainTinyConfig", "train_tiny", "export_builtin"]
+__all__ = ["CHECKPOINT", "TrainTinyConfig", "TinyRun", "train_tiny", "tiny_report", "export_builtin"]
