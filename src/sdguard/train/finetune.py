@@ -123,22 +123,26 @@ def batch_positions(seed: int, step: int, batch: int, n: int) -> list[int]:
     return out
 
 
-def make_accelerator(mixed_precision: str = "auto"):
+def make_accelerator(mixed_precision: str = "auto", cpu: bool | None = None):
     """An ``accelerate.Accelerator`` for this process: ``auto`` is fp16 on a CUDA GPU, no autocast
     elsewhere. Without a GPU it is told it runs on the CPU (only then does Accelerate form a gloo
     process group under ``accelerate launch``). Accelerate keeps one state per process and refuses
     a second Accelerator of another precision; a Python session that trains again with another
     precision has that state reset first (``AcceleratorState._reset_state``, as Accelerate's own
-    tests do), the process group kept."""
+    tests do), the process group kept. ``cpu=True`` forces the CPU."""
     accelerate = require("accelerate", "train", "fine-tuning")
     from accelerate.state import AcceleratorState, GradientState
 
     mp = mixed_precision if mixed_precision != "auto" else ("fp16" if torch.cuda.is_available() else "no")
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mp:
-        AcceleratorState._reset_state(reset_partial_state=False)
-        GradientState._reset_state()
-    return accelerate.Accelerator(mixed_precision=mp, cpu=not (torch.cuda.is_available() or mps))
+    if cpu is None:
+        cpu = not (torch.cuda.is_available() or mps)
+    if AcceleratorState._shared_state:
+        state = AcceleratorState()
+        if state.mixed_precision != mp or (cpu and state.device.type != "cpu"):
+            AcceleratorState._reset_state(reset_partial_state=False)
+            GradientState._reset_state()
+    return accelerate.Accelerator(mixed_precision=mp, cpu=cpu)
 
 
 def train(*args: Any, progress: bool | None = None, **values: Any) -> Report:

@@ -113,7 +113,7 @@ def train_tiny(*args: Any, progress: bool | None = None, **values: Any) -> Repor
     from ..data.datasets import open_dataset
 
     cfg = build(TrainTinyConfig, args, values)
-    accelerate = require("accelerate", "train", "training the tiny model")
+    require("accelerate", "train", "training the tiny model")  # before any work: stage 2 runs through it
     torch.set_num_threads(cfg.threads)
     dataset = open_dataset(cfg.dataset)
     run = TinyRun(cfg, dataset)  # every image read (and checked) before anything is written
@@ -123,7 +123,7 @@ def train_tiny(*args: Any, progress: bool | None = None, **values: Any) -> Repor
         if cfg.resume:
             run.restore()
         run.train_vae(progress)
-        loop = run.unet_loop(accelerate.Accelerator(cpu=True, mixed_precision="no"), progress)
+        loop = run.unet_loop(finetune.make_accelerator("no", cpu=True), progress)
         if cfg.resume:
             loop.restore()
         loop.fit()
