@@ -50,7 +50,7 @@ def prepare_image(image: np.ndarray, size: int) -> torch.Tensor:
     a = resize(image, (nw, nh), resample="bilinear")
     top, left = (nh - size) // 2, (nw - size) // 2
     a = a[top:top + size, left:left + size]
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 127.5 - 1
+    return torch.from_numpy(np.array(a)).permute(2, 0, 1).float() / 127.5 - 1  # a copy: PIL arrays are read-only
 
 
 @dataclass
