@@ -12,7 +12,7 @@ from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.progress import progress_bar
 from ..report import Report, auto_scale, make_grid, png_bytes
 
-MODEL_HELP = "builtin:NAME, a diffusers folder, a .safetensors file or a hub id"
+MODEL_HELP = "builtin:NAME, a diffusers folder, a .safetensors file, a hub id, or any of them +lora:FOLDER"
 DEVICE_HELP = "cpu, cuda, mps (default: best available)"
 
 

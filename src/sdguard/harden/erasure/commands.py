@@ -9,6 +9,7 @@ from ...core.config import ResumableConfig, build, option, output_for
 from ...core.errors import InputError
 from ...core.progress import progress_enabled
 from ...core.state import remove_checkpoint
+from ...models.commands import MODEL_HELP
 from ...report import Report, auto_scale, make_grid, png_bytes
 from .base import check_concepts, get_method, vocabulary_warnings
 from .delta import DELTA_FILE, changed_tensors, save_delta, snapshot
@@ -25,7 +26,7 @@ class EraseConfig(ResumableConfig):
 
     python_positional = ("model", "concepts", "method", "preserve")
 
-    model: str = option(positional=True, help="builtin:NAME, a diffusers folder, a .safetensors file or a hub id")
+    model: str = option(positional=True, help=MODEL_HELP)
     concepts: list[str] = option(flag="--concept", min_length=1, help="a concept to erase (repeat for several)")
     method: str = option(help="the erasure method (esd-x, esd-u, esd-all, uce)")
     preserve: list[str] = option(default_factory=list, help="a concept to keep (uce: preserve term; esd: sdguard's "
