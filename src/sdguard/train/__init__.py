@@ -4,9 +4,7 @@ any dataset (:mod:`.finetune`, ``sdguard train``) and the builtin tiny model's r
 from .finetune import TrainConfig, train
 from .loop import (
                    cosine_lr,
-                   diffusion_loss,
                    ema_decay,
-                   ema_update,
                    load_train_state,
                    log_row,
                    save_train_state,
@@ -15,5 +13,5 @@ from .loop import (
 )
 from .tiny import TrainTinyConfig, export_builtin, train_tiny
 
-__all__ = ["TrainConfig", "train", "TrainTinyConfig", "train_tiny", "export_builtin", "cosine_lr", "set_lr", "ema_decay", "ema_update",
-           "diffusion_loss", "log_row", "write_log", "save_train_state", "load_train_state"]
+__all__ = ["TrainConfig", "train", "TrainTinyConfig", "train_tiny", "export_builtin", "cosine_lr", "set_lr", "ema_decay",
+           "log_row", "write_log", "save_train_state", "load_train_state"]

@@ -85,16 +85,25 @@ def readable(dataset, entries: Entries, size: int, on_image: Callable[[int, torc
 
 
 @torch.no_grad()
+def posteriors(model, images: torch.Tensor, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior (means, stds; float32 on the CPU) of preprocessed ``images`` (N x 3 x H x W)."""
+    means, stds = [], []
+    for i in range(0, len(images), batch_size):
+        post = model.vae.encode(images[i:i + batch_size].to(model.device, model.vae.dtype)).latent_dist
+        means.append(post.mean.float().cpu())
+        stds.append(post.std.float().cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
 def encode_members(model, dataset, entries: Entries, size: int, batch_size: int = 32,
                    on_batch: Callable[[int], None] | None = None) -> EncodedSet:
     """Read, preprocess and VAE-encode the images of ``entries`` (see the module's docstring)."""
     means, stds, pending = [], [], []
 
     def flush() -> None:
-        x = torch.stack(pending).to(model.device, model.vae.dtype)
-        post = model.vae.encode(x).latent_dist
-        means.append(post.mean.float().cpu())
-        stds.append(post.std.float().cpu())
+        mean, std = posteriors(model, torch.stack(pending), batch_size)
+        means.append(mean)
+        stds.append(std)
         if on_batch is not None:
             on_batch(len(pending))
         pending.clear()
@@ -125,5 +134,5 @@ def read_manifest(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-__all__ = ["MEMBERS", "NONMEMBERS", "split_holdout", "prepare_image", "EncodedSet", "readable", "encode_members",
+__all__ = ["MEMBERS", "NONMEMBERS", "split_holdout", "prepare_image", "EncodedSet", "readable", "posteriors", "encode_members",
            "manifest_rows", "write_manifest", "read_manifest"]

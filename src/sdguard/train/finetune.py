@@ -29,6 +29,7 @@ must be on a file system they share.
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,20 +108,17 @@ def draw_seed(seed: int, step: int, position: int) -> int:
     return (((seed * 1_000_003) ^ (step * 9_176_867)) * 31 + position * 7919 + 12345) % (2**63 - 1)
 
 
+@functools.lru_cache(maxsize=4)  # every step of an epoch asks for its order
 def record_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order of the ``n`` members in ``epoch``: a permutation fixed by ``seed`` and ``epoch``."""
-    return np.random.default_rng([seed, epoch, 0x7A1]).permutation(n)
+    order = np.random.default_rng([seed, epoch, 0x7A1]).permutation(n)
+    order.setflags(write=False)  # cached and shared
+    return order
 
 
 def batch_positions(seed: int, step: int, batch: int, n: int) -> list[int]:
     """The members (positions) of the global batch of ``step``: a stream of epochs, each a new order."""
-    out, orders = [], {}
-    for q in range(step * batch, (step + 1) * batch):
-        epoch, pos = divmod(q, n)
-        if epoch not in orders:
-            orders[epoch] = record_order(seed, epoch, n)
-        out.append(int(orders[epoch][pos]))
-    return out
+    return [int(record_order(seed, q // n, n)[q % n]) for q in range(step * batch, (step + 1) * batch)]
 
 
 def make_accelerator(mixed_precision: str = "auto", cpu: bool | None = None):

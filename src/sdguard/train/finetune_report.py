@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import numpy as np
@@ -60,7 +61,7 @@ def training_report(run, trained, samples_after) -> Report:
             {"loss": ([r["step"] for r in log], losses)}, title="training loss", xlabel="step", ylabel="MSE"),
             "training loss")])
     clip = report.results["clipping"]
-    finite = [v for v in run.clipper.norms if v == v and abs(v) != float("inf")]
+    finite = [v for v in run.clipper.norms if math.isfinite(v)]
     if finite:
         lines = {"threshold": cfg.clip_norm} if cfg.clip_norm else None
         text = (f"{clip['clipped_steps']} of {clip['steps']} steps clipped ({100 * clip['clipped_share']:.1f}%) at "

@@ -18,6 +18,7 @@ from .clipping import GradientClipper
 from .data import (
     MEMBERS,
     NONMEMBERS,
+    EncodedSet,
     encode_members,
     readable,
     split_holdout,
@@ -52,10 +53,12 @@ class FineTuneRun:
         model = DiffusionModel.load(cfg.model, device=str(self.acc.device), dtype=torch.float32)
         self.setup(model, ds, members, holdout)
 
-    def setup(self, model: DiffusionModel, dataset, members, holdout, key: dict | None = None) -> None:
+    def setup(self, model: DiffusionModel, dataset, members, holdout, key: dict | None = None,
+              encoded: EncodedSet | None = None) -> None:
         """Train ``model`` on the ``members`` of ``dataset`` (``holdout``: the non-members): the
         trainable subset chosen, every member encoded, the optimizer made and prepared by
-        Accelerate. ``key``: what else identifies the run for a resume (a recipe's own settings)."""
+        Accelerate. ``key``: what else identifies the run for a resume (a recipe's own settings);
+        ``encoded``: the members' latents when the caller already has them (the tiny recipe)."""
         cfg, acc = self.cfg, self.acc
         self.dataset, self.model, m = dataset, model, model
         self.size = size = cfg.resolution or m.default_size
@@ -71,8 +74,10 @@ class FineTuneRun:
         self._cast_frozen()
         if cfg.gradient_checkpointing:
             m.unet.enable_gradient_checkpointing()
-        with progress_bar("encoding training images", len(members), enabled=self._bar()) as bar:
-            self.encoded = encode_members(m, dataset, members, size, on_batch=bar.advance)
+        if encoded is None:
+            with progress_bar("encoding training images", len(members), enabled=self._bar()) as bar:
+                encoded = encode_members(m, dataset, members, size, on_batch=bar.advance)
+        self.encoded = encoded
         ok, self.holdout_skipped = readable(dataset, holdout, size, purpose="to hold out") if len(holdout) \
             else ([], None)
         self.holdout = holdout.take(ok)

@@ -1,17 +1,15 @@
 """The parts of a diffusion training loop that every recipe shares.
 
-The tiny model's recipe (:mod:`sdguard.train.tiny`) is built from them, and so is a fine-tuning
-loop on a real model: the warm-up + cosine learning-rate schedule, the exponential moving
-average of the weights with its warm-up, the latent-diffusion loss of one batch (DDPM noise over
-the scheduler's ``alphas_cumprod``, epsilon or v target), the loss log a person can follow while
-it runs, and the checkpoint of a whole training state (modules, optimizers, random generator and
+The fine-tuning loop (:mod:`sdguard.train.finetune_run`) and the tiny model's recipe
+(:mod:`sdguard.train.tiny`) are built from them: the warm-up + cosine learning-rate schedule, the
+warm-up of the weights' exponential moving average, the loss log a person can follow while it
+runs, and the checkpoint of a whole training state (modules, optimizers, random generator and
 the loop's JSON state) through :mod:`sdguard.core.state`: safetensors and JSON that never run
 code, refused with one sentence when corrupt or written by another run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -19,7 +17,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 
 from ..core.io import atomic_write_text
 from ..core.state import load_checkpoint, restoring, save_checkpoint
@@ -46,31 +43,6 @@ def ema_decay(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """``ema <- decay * ema + (1 - decay) * model``, parameter by parameter."""
-    for pe, p in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(p, 1 - decay)
-
-
-def diffusion_loss(unet, text_encoder, z0: torch.Tensor, ids: torch.Tensor, alphas: torch.Tensor,
-                   gen: torch.Generator, prediction_type: str = "epsilon") -> torch.Tensor:
-    """The latent-diffusion loss of one batch (Ho et al. 2020; Rombach et al. 2022).
-
-    Draws ``t`` uniformly over the schedule and then the noise, both from ``gen`` (in that
-    order), noises the scaled latents ``z0`` to ``z_t`` and returns the MSE of the UNet's
-    prediction, conditioned on the text encoder's states for the token ``ids``, against
-    epsilon or ``v = sqrt(a) eps - sqrt(1 - a) z0`` (Salimans & Ho 2022): unlike epsilon, the v
-    loss keeps its weight at the highest noise levels, where the layout is decided.
-    """
-    t = torch.randint(0, alphas.numel(), (z0.shape[0],), generator=gen)
-    noise = torch.randn(z0.shape, generator=gen)
-    a = alphas[t].view(-1, 1, 1, 1)
-    zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-    emb = text_encoder(ids)[0]
-    pred = unet(zt, t, encoder_hidden_states=emb).sample
-    target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * z0
-    return F.mse_loss(pred, target)
 
 
 def log_row(state: dict, folder: Path, row: dict, t_start: float) -> None:
@@ -86,13 +58,6 @@ def write_log(folder: Path, rows: list[dict]) -> None:
     """Rewrite the log from the rows kept (a resumed run appended rows a crash had cut short)."""
     atomic_write_text(Path(folder) / LOG_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_train_state(folder: Path, name: str, key: dict, *, modules: Mapping[str, torch.nn.Module],
@@ -126,5 +91,5 @@ def load_train_state(folder: Path, name: str, key: dict, *, modules: Mapping[str
         return saved["state"]
 
 
-__all__ = ["LOG_FILE", "cosine_lr", "set_lr", "ema_decay", "ema_update", "diffusion_loss", "log_row", "write_log",
-           "file_sha256", "save_train_state", "load_train_state"]
+__all__ = ["LOG_FILE", "cosine_lr", "set_lr", "ema_decay", "log_row", "write_log", "save_train_state",
+           "load_train_state"]

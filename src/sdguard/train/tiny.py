@@ -48,7 +48,7 @@ from ..models.loading import quiet_hub_bars
 from ..report import Report, auto_scale, make_grid, png_bytes
 from ..report.plots import line_plot
 from . import finetune
-from .data import MEMBERS, readable, write_manifest
+from .data import MEMBERS, EncodedSet, posteriors, readable, write_manifest
 from .loop import (
     LOG_FILE,
     cosine_lr,
@@ -203,11 +203,9 @@ class TinyRun:
         vae.eval().requires_grad_(False)
         vae.register_to_config(scaling_factor=state["scaling"])
 
-    @torch.no_grad()
     def latent_means(self) -> torch.Tensor:
         """The posterior means of every training image under the current autoencoder."""
-        vae = self.pipe.vae
-        return torch.cat([vae.encode(self.images[i:i + 256]).latent_dist.mean for i in range(0, len(self.images), 256)])
+        return posteriors(DiffusionModel(self.pipe), self.images, 256)[0]
 
     def unet_loop(self, accelerator, progress: bool | None):
         """Stage 2's run of the shared fine-tuning loop: the UNet and the text encoder on every
@@ -222,7 +220,9 @@ class TinyRun:
             mixed_precision="no", seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, samples=0)
         loop = FineTuneRun(tcfg, accelerator, progress=progress)
         model = DiffusionModel(self.pipe, spec=STAGE2_MODEL)
-        loop.setup(model, self.dataset, self.entries, self.entries.take([]), key=self.key)
+        # the images are in memory already: encoded from there, not read from the dataset again
+        encoded = EncodedSet(self.entries, *posteriors(model, self.images), self.skipped)
+        loop.setup(model, self.dataset, self.entries, self.entries.take([]), key=self.key, encoded=encoded)
         loop.stage = self.stage
         return loop
 
