@@ -214,6 +214,43 @@ class DiffusionModel:
             return x0
         raise ValueError(f"unknown prediction_type {kind!r}")
 
+    def alpha_bar(self, timesteps: torch.Tensor | int, like: torch.Tensor | None = None) -> torch.Tensor:
+        """``alphas_cumprod`` of the training schedule at ``timesteps`` (shaped to broadcast over
+        ``like``, a latent batch, when given), float32."""
+        t = torch.as_tensor(timesteps, device="cpu").long()
+        a = self.scheduler.alphas_cumprod.float().cpu()[t]
+        if like is not None:
+            a = a.reshape(-1, *([1] * (like.ndim - 1))).to(like.device)
+        return a
+
+    def to_epsilon(self, prediction: torch.Tensor, latents: torch.Tensor, timesteps) -> torch.Tensor:
+        """The noise estimate of a :meth:`predict_noise` output at ``x_t = latents``, whatever the
+        model predicts: epsilon as is; ``v``: ``sqrt(a) v + sqrt(1-a) x_t``; ``sample``:
+        ``(x_t - sqrt(a) x0) / sqrt(1-a)``. Membership attacks and DDIM inversions work in epsilon."""
+        kind = getattr(self.scheduler.config, "prediction_type", "epsilon")
+        pred, x = prediction.float(), latents.float()
+        if kind == "epsilon":
+            return pred
+        a = self.alpha_bar(timesteps, x).expand(x.shape[0], *([1] * (x.ndim - 1)))
+        if kind == "v_prediction":
+            return a.sqrt() * pred + (1 - a).sqrt() * x
+        if kind == "sample":
+            return (x - a.sqrt() * pred) / (1 - a).clamp_min(1e-12).sqrt()
+        raise ValueError(f"unknown prediction_type {kind!r}")
+
+    def to_x0(self, prediction: torch.Tensor, latents: torch.Tensor, timesteps) -> torch.Tensor:
+        """The clean-latent estimate of a :meth:`predict_noise` output at ``x_t = latents``."""
+        kind = getattr(self.scheduler.config, "prediction_type", "epsilon")
+        pred, x = prediction.float(), latents.float()
+        if kind == "sample":
+            return pred
+        a = self.alpha_bar(timesteps, x).expand(x.shape[0], *([1] * (x.ndim - 1)))
+        if kind == "v_prediction":
+            return a.sqrt() * x - (1 - a).sqrt() * pred
+        if kind == "epsilon":
+            return (x - (1 - a).sqrt() * pred) / a.clamp_min(1e-12).sqrt()
+        raise ValueError(f"unknown prediction_type {kind!r}")
+
     def guided_noise(self, latents: torch.Tensor, timesteps, embeddings: PromptEmbeddings, guidance: float) -> torch.Tensor:
         """Classifier-free guidance: eps_u + g (eps_c - eps_u)."""
         if torch.is_tensor(timesteps) and timesteps.ndim == 1:  # one timestep per latent: repeat for both halves
