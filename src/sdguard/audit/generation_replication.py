@@ -52,6 +52,7 @@ from .generation_clusters import CopySpreads, own_cluster_share, replicated_clus
 from .generation_plan import check_identity, record_plan, run_identity
 from .generation_result import GenerationAuditResult, PromptResult, kind_means
 from .generation_store import full_chunks, generate_all, load_prompt, seeds_of
+from .memorization.mitigation import MitigationOptions, mitigator_for, summarize
 from .objects import check_detector
 from .prompt_suites import (
     PromptSpec,
@@ -64,7 +65,7 @@ from .somepalli import RULES, replicated, rule_entry, somepalli_embedder
 from .stats import fisher_greater, wilson_interval
 
 
-class GenerationAuditConfig(ResumableConfig):
+class GenerationAuditConfig(ResumableConfig, MitigationOptions):
     """Generation replication audit: replication over many seeds per prompt kind, objects, cliques."""
 
     python_positional = ("model", "dataset")
@@ -276,9 +277,12 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
             labels, words, cinfo = _clusters_from_audit(cfg.clusters, entries)
         else:  # also for a prompt file: its generations are judged at their nearest cluster's threshold
             labels, words, cinfo = _clusters_here(vectors, ok, entries.texts, emb, cfg.threshold, cfg.seed)
+    mitigator = mitigator_for(cfg, model)
     specs = _plan_prompts(cfg, model, entries, labels, words, stage, identity)
     with report.timer("generate"):
-        counters = generate_all(model, specs, cfg, emb, stage, progress)
+        counters = generate_all(model, specs, cfg, emb, stage, progress, mitigator)
+    if mitigator is not None:
+        counters["mitigation"] = _mitigation_results(stage, specs, cfg, mitigator)
     speed = round(counters["generated_now"] / max(report.timings["generate"], 1e-9), 3)
     with report.timer("analyse"):
         thresholds = _Thresholds(cfg.threshold, cinfo.get("threshold"), vectors, ok, labels)
@@ -289,6 +293,20 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
         obj = _object_rates(cfg, ds, entries, specs, stage) if cfg.object_keyword else None
     return GenerationAuditResult(delta, cinfo, thresholds.by_cluster, thresholds.global_value, prompts, kinds, obj,
                                  counters, speed, rule_entry(cfg.rule, emb, cfg.threshold))
+
+
+def _mitigation_results(stage: Path, specs, cfg, mitigator) -> dict:
+    """The mitigation over all images, and per audited prompt (``results.generation.mitigation``)."""
+    from .generation_store import mitigation_stats
+
+    per = mitigation_stats(stage, specs, cfg)
+    out = summarize(np.concatenate(list(per.values())) if per else np.zeros((0, 3)), mitigator)
+    out["prompts"] = [{"prompt": specs[k].prompt, "kind": specs[k].kind, **summarize(v, mitigator)}
+                      for k, v in per.items() if specs[k].kind != "reference"]
+    for row in out["prompts"]:
+        for key in ("method", "target", "trigger", "target_source", "timestep"):
+            row.pop(key, None)
+    return out
 
 
 def _plan_prompts(cfg, model, entries, labels, words, stage: Path, identity: dict) -> list[PromptSpec]:

@@ -52,6 +52,11 @@ def generation_summary(result: GenerationAuditResult, cfg) -> list[str]:
         o = result.object
         summary.append(f"object '{o['object']}': {o['keyword_share']:.2f} of keyword generations vs "
                        f"{o['control_share']:.2f} of controls (Fisher p = {o['fisher_p']:.2g})")
+    mit = result.generation.get("mitigation")
+    if mit:
+        summary.append(f"mitigation wen (target {mit['target']:.4g}, {mit.get('target_source', '')}): "
+                       f"{mit.get('optimized', 0)} of {mit['images']} images' embeddings optimized, score "
+                       f"{mit.get('score_before_mean', 0):.3g} -> {mit.get('score_after_mean', 0):.3g} on average")
     return summary
 
 

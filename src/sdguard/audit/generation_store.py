@@ -46,8 +46,12 @@ def seeds_of(spec: PromptSpec, cfg) -> int:
     return min(cfg.n, REFERENCE_SEEDS) if spec.kind == "reference" else cfg.n
 
 
-def generate_all(model, specs: list[PromptSpec], cfg, emb, stage: Path, progress) -> dict:
-    """Generate, embed and store every prompt's images chunk by chunk; returns counters."""
+def generate_all(model, specs: list[PromptSpec], cfg, emb, stage: Path, progress, mitigator=None) -> dict:
+    """Generate, embed and store every prompt's images chunk by chunk; returns counters. With a
+    ``mitigator`` (:mod:`sdguard.audit.memorization.mitigation`) every image is generated from its
+    mitigated embedding and the chunk keeps each image's score before/after and iterations."""
+    from .memorization.mitigation import generate_with
+
     chunks = [(k, s, min(cfg.batch_size, seeds_of(spec, cfg) - s))
               for k, spec in enumerate(specs) for s in range(0, seeds_of(spec, cfg), cfg.batch_size)]
     done = [c for c in chunks if _chunk_path(stage, c[0], c[1]).is_file()]
@@ -58,13 +62,15 @@ def generate_all(model, specs: list[PromptSpec], cfg, emb, stage: Path, progress
             path = _chunk_path(stage, k, start)
             if path.is_file():
                 continue
-            gen = model.generate([specs[k].prompt] * count, seeds=cfg.seed + start, steps=cfg.steps,
-                                 guidance=cfg.guidance, batch_size=cfg.batch_size)
+            gen, stats = generate_with(model, mitigator, [specs[k].prompt] * count,
+                                       list(range(cfg.seed + start, cfg.seed + start + count)), steps=cfg.steps,
+                                       guidance=cfg.guidance, batch_size=cfg.batch_size)
             images = np.asarray(gen.images)
             if images.shape[1] > THUMB:  # written before the chunk counts as done
                 atomic_write_bytes(_full_path(stage, k, start), _npy(images))
+            extra = {} if stats is None else {"mitigation": stats}
             buf = _npz(images=_thumb(images), embeddings=emb.embed(list(images)),
-                       seeds=np.asarray(gen.seeds, np.int64))
+                       seeds=np.asarray(gen.seeds, np.int64), **extra)
             atomic_write_bytes(path, buf)
             made += count
             bar.advance(count)
@@ -106,4 +112,18 @@ def load_prompt(stage: Path, k: int, cfg, n: int | None = None) -> tuple[np.ndar
     return np.concatenate(images), np.concatenate(embs)
 
 
-__all__ = ["THUMB", "REFERENCE_SEEDS", "generate_all", "load_prompt", "full_chunks", "seeds_of"]
+def mitigation_stats(stage: Path, specs: list[PromptSpec], cfg) -> dict[int, np.ndarray]:
+    """Per prompt index, the stored ``(score before, score after, iterations)`` of its images."""
+    out = {}
+    for k, spec in enumerate(specs):
+        parts = []
+        for start in range(0, seeds_of(spec, cfg), cfg.batch_size):
+            with np.load(_chunk_path(stage, k, start)) as z:
+                if "mitigation" in z.files:
+                    parts.append(z["mitigation"])
+        if parts:
+            out[k] = np.concatenate(parts)
+    return out
+
+
+__all__ = ["mitigation_stats", "THUMB", "REFERENCE_SEEDS", "generate_all", "load_prompt", "full_chunks", "seeds_of"]

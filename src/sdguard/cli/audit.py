@@ -30,14 +30,23 @@ def _erasure(cfg, _extra, _cli) -> None:
     done(audit_erasure(cfg), cfg.out)
 
 
+def _memorization(cfg, _extra, _cli) -> None:
+    from ..audit.memorization import audit_memorization
+    from .main import done
+
+    done(audit_memorization(cfg), cfg.out)
+
+
 def _register() -> None:
     from ..audit.dataset_replication import DataAuditConfig
     from ..audit.erasure import AuditErasureConfig
     from ..audit.generation_replication import GenerationAuditConfig
+    from ..audit.memorization import MemorizationConfig
 
     add_command(audit_app, "data", DataAuditConfig, _data)
     add_command(audit_app, "erasure", AuditErasureConfig, _erasure)
     add_command(audit_app, "generations", GenerationAuditConfig, _generations)
+    add_command(audit_app, "memorization", MemorizationConfig, _memorization)
 
 
 _register()

@@ -10,13 +10,14 @@ from pydantic import field_validator
 from ..core.config import OutputConfig, RunConfig, build, option, output_for
 from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.progress import progress_bar
+from ..audit.memorization.mitigation import MitigationOptions
 from ..report import Report, auto_scale, make_grid, png_bytes
 
 MODEL_HELP = "builtin:NAME, a diffusers folder, a .safetensors file, a hub id, or any of them +lora:FOLDER"
 DEVICE_HELP = "cpu, cuda, mps (default: best available)"
 
 
-class GenerateConfig(OutputConfig):
+class GenerateConfig(OutputConfig, MitigationOptions):
     """Generate images: N per prompt, each from its own seed."""
 
     model: str = option(positional=True, help=MODEL_HELP)
@@ -55,6 +56,7 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     seed) and the report (``results.prompts``: each prompt's ``tokens`` and whether the text
     encoder ``truncated`` it, with a :class:`~sdguard.models.PromptTruncatedWarning` when it did).
     """
+    from ..audit.memorization.mitigation import generate_with, mitigator_for, summarize
     from .adapter import DiffusionModel
 
     cfg = build(GenerateConfig, args, values)
@@ -66,10 +68,11 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
         lengths = m.prompt_lengths(cfg.prompts)  # a warning for each prompt the text encoder truncates
         all_prompts = [p for p in cfg.prompts for _ in range(cfg.n)]
         all_seeds = [cfg.seed + j for _ in cfg.prompts for j in range(cfg.n)]
+        mitigator = mitigator_for(cfg, m)
         with report.timer("generate"), progress_bar("generating", len(all_prompts), enabled=progress) as bar:
-            gen = m.generate(all_prompts, all_seeds, steps=cfg.steps, guidance=cfg.guidance, height=cfg.height,
-                             width=cfg.width, batch_size=cfg.batch_size, negative_prompt=cfg.negative_prompt,
-                             on_batch=bar.advance)
+            gen, stats = generate_with(m, mitigator, all_prompts, all_seeds, steps=cfg.steps, guidance=cfg.guidance,
+                                       height=cfg.height, width=cfg.width, batch_size=cfg.batch_size,
+                                       negative_prompt=cfg.negative_prompt, on_batch=bar.advance)
         rows = []
         for k, (prompt, s, img) in enumerate(zip(gen.prompts, gen.seeds, gen.images)):
             name = f"images/p{k // cfg.n:03d}_s{s}.png"
@@ -80,6 +83,8 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
         report.results = {"images": len(rows), "settings": gen.settings,
                           "prompts": [{"prompt": p, **n} for p, n in zip(cfg.prompts, lengths)],
                           "images_per_second": round(len(rows) / max(report.timings["generate"], 1e-9), 3)}
+        if mitigator is not None:
+            report.results["mitigation"] = summarize(stats, mitigator)
         scale = auto_scale(gen.images.shape[1])
         for i, prompt in enumerate(cfg.prompts):
             grid = make_grid(gen.images[i * cfg.n:(i + 1) * cfg.n], columns=8, scale=scale)
