@@ -12,7 +12,10 @@ classifier on the records alone:
 - caption features: word unigrams and bigrams hashed into 2^12 columns (scikit-learn's
   ``HashingVectorizer``), TF-IDF weighted;
 - a logistic regression (L2, C = 1), scored by stratified 5-fold cross-validation: every record's
-  score comes from the model fitted on the other folds (out-of-fold), so the AUC is honest.
+  score comes from the model fitted on the other folds (out-of-fold), so the AUC is honest. Records
+  with the same caption are kept in one fold (``StratifiedGroupKFold``): otherwise a caption shared
+  by copies on both sides of the split leaks the held-out record's label, inverted (taking a member
+  out makes the rest of its group look like non-members), and a matched split scores well below 0.5.
 
 **Rule**: the split is *shifted* when the out-of-fold AUC is at least 0.6 **and** the lower bound
 of its 95% bootstrap interval is above 0.5 (clearly better than chance, not a fluctuation of a
@@ -49,14 +52,16 @@ def caption_features(texts: list[str]):
     return TfidfTransformer().fit_transform(counts)
 
 
-def out_of_fold_scores(features, labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Member probability of every record from a logistic regression fitted on the other folds."""
+def out_of_fold_scores(features, labels: np.ndarray, groups: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Member probability of every record from a logistic regression fitted on the other folds
+    (records of one ``groups`` value in one fold)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold
 
-    folds = min(FOLDS, int(labels.sum()), int((~labels).sum()))
+    folds = min(FOLDS, int(labels.sum()), int((~labels).sum()), len(np.unique(groups)))
     scores = np.zeros(len(labels))
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels):
+    cv = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    for train, test in cv.split(np.zeros(len(labels)), labels, groups):
         clf = LogisticRegression(C=1.0, max_iter=2000).fit(features[train], labels[train])
         scores[test] = clf.predict_proba(features[test])[:, 1]
     return scores
@@ -69,18 +74,19 @@ def split_check(images: np.ndarray, texts: list[str], labels: np.ndarray, seed: 
     from sklearn.preprocessing import StandardScaler
 
     labels = np.asarray(labels, bool)
+    _, groups = np.unique([" ".join(t.lower().split()) for t in texts], return_inverse=True)
     img = StandardScaler().fit_transform(image_features(images))
     features = hstack([csr_matrix(img), caption_features(list(texts))]).tocsr()
-    scores = out_of_fold_scores(features, labels, seed)
+    scores = out_of_fold_scores(features, labels, groups, seed)
     auc = roc_auc(scores, labels)
     ci = bootstrap_interval(roc_auc, scores, labels, rounds=rounds, seed=seed)
     by_part = {}
     for name, part in (("images", csr_matrix(img)), ("captions", caption_features(list(texts)))):
-        s = out_of_fold_scores(part, labels, seed)
+        s = out_of_fold_scores(part, labels, groups, seed)
         by_part[name] = {"auc": roc_auc(s, labels)}
     shifted = bool(auc >= SHIFT_AUC and ci[0] > 0.5)
     return {"method": "blind: logistic regression on colour histograms, 8x8 thumbnails and hashed TF-IDF captions, "
-                      f"stratified {FOLDS}-fold out-of-fold (Das et al. 2024; CopyMark)",
+                      f"stratified {FOLDS}-fold out-of-fold, one caption per fold (Das et al. 2024; CopyMark)",
             "auc": auc, "auc_ci": ci, "by_features": by_part, "shifted": shifted,
             "rule": f"shifted when AUC >= {SHIFT_AUC} and the lower bound of its 95% interval > 0.5",
             "records": int(len(labels)), "members": int(labels.sum()), "nonmembers": int((~labels).sum())}

@@ -19,7 +19,14 @@ from .attacks import MIA_ATTACKS, MIAttack
 from .attacks.loss import DEFAULT_TIMESTEPS
 from .blind import split_check
 from .groups import CLEAN, COPY, DUPLICATED, SINGLE, Groups, duplicate_groups
-from .split import MIN_RECORDS, RecordSet, calibration_split, check_disjoint, identical_pairs, read_records
+from .split import (
+    MIN_RECORDS,
+    RecordSet,
+    calibration_split,
+    check_disjoint,
+    identical_pairs,
+    read_records,
+)
 
 #: the false-positive rate the calibrated threshold is set at
 CALIBRATION_FPR = 0.01

@@ -57,8 +57,8 @@ def manifest_dataset(argument: str, manifest: Path, dataset: str | None) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         recorded = None
     if not isinstance(recorded, str) or not recorded:
-        raise InputError.bad(argument, str(manifest), f"is a manifest and no dataset is known for it (no readable "
-                             f"report.json of `sdguard train` beside it names one); pass --dataset")
+        raise InputError.bad(argument, str(manifest), "is a manifest and no dataset is known for it (no readable "
+                             "report.json of `sdguard train` beside it names one); pass --dataset")
     if not Path(recorded).is_absolute() and not Path(recorded).exists() and (manifest.parent / recorded).exists():
         recorded = str(manifest.parent / recorded)
     return recorded

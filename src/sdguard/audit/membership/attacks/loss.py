@@ -21,7 +21,7 @@ import torch
 
 from .base import MIAttack, epsilon, record_noise
 
-DEFAULT_TIMESTEPS = (50, 100, 200, 300, 500)
+DEFAULT_TIMESTEPS = (100, 200, 300, 500, 700)
 
 
 class LossAttack(MIAttack):

@@ -20,8 +20,6 @@ advance, rather than the best of 50 read on the evaluated labels.
 
 from __future__ import annotations
 
-import torch
-
 from .base import MIAttack, epsilon
 
 

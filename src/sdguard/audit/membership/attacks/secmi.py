@@ -19,8 +19,6 @@ SecMI_NNs (a classifier trained on the t-error maps) is not implemented.
 
 from __future__ import annotations
 
-import torch
-
 from ....core.errors import InputError
 from .base import MIAttack, ddim_move, epsilon
 
