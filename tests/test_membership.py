@@ -182,3 +182,14 @@ def test_unknown_attack_and_manifest_without_dataset(run_cli, small, tmp_path):
                               "--nonmembers", small / "nonmembers.jsonl", "--out", tmp_path / "o")
     assert code == 2 and "pass --dataset" in " ".join(stderr.split()), stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_timestep_outside_the_schedule_is_refused(run_cli, small, tmp_path):
+    for extra, words in ((["--attack", "pia", "--pia-t", 1000], "--pia-t 1000 is outside the model's 1000"),
+                         (["--attack", "secmi", "--secmi-t", 990], "--secmi-t 990 plus --secmi-interval (10)"),
+                         (["--attack", "secmi", "--secmi-t", 15], "--secmi-t 15 must be a positive multiple")):
+        code, _, stderr = run_cli("audit", "membership", "builtin:tiny-random", "--members", small / "members.jsonl",
+                                  "--nonmembers", small / "nonmembers.jsonl", "--dataset", small / "world", *extra,
+                                  "--out", tmp_path / "o")
+        assert code == 2 and words in " ".join(stderr.split()), stderr
+        assert not (tmp_path / "o").exists()

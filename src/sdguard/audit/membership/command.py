@@ -109,6 +109,7 @@ def audit_membership(*args: Any, progress: bool | None = None, **values: Any) ->
         with report.timer("load"):
             model = DiffusionModel.load(cfg.model, device=cfg.device)
         report.add_model("model", model)
+        check_timesteps(cfg, model)
         with report.timer("read"):
             records = read_split(members, nonmembers, model.default_size, cfg)
         with report.timer("split_check"):
@@ -126,6 +127,19 @@ def audit_membership(*args: Any, progress: bool | None = None, **values: Any) ->
         write_sections(report, results, {k: v["scores"] for k, v in scored.items()}, records)
         report.write(stage)
     return report
+
+
+def check_timesteps(cfg: MembershipConfig, model) -> None:
+    """Every timestep an attack asks for lies inside the model's training schedule."""
+    limit = model.num_train_timesteps
+    asked = [("--loss-timestep", t) for t in cfg.loss_timesteps if "loss" in cfg.attacks]
+    asked += [("--pia-t", cfg.pia_t)] if "pia" in cfg.attacks else []
+    for argument, t in asked:
+        if not 0 <= t < limit:
+            raise InputError.bad(argument, t, f"is outside the model's {limit} training timesteps")
+    if "secmi" in cfg.attacks and cfg.secmi_t + cfg.secmi_interval >= limit:
+        raise InputError.bad("--secmi-t", cfg.secmi_t, f"plus --secmi-interval ({cfg.secmi_interval}) reaches past "
+                             f"the model's {limit} training timesteps")
 
 
 def read_split(members: RecordSet, nonmembers: RecordSet, size: int, cfg: MembershipConfig) -> Records:
