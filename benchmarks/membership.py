@@ -68,7 +68,7 @@ def show(label: str, fig: dict) -> None:
                       f"[{r['auc_ci'][0]:.2f}, {r['auc_ci'][1]:.2f}]  TPR@1% {r['tpr_at_0_01_fpr']:.3f} "
                       f"[{r['tpr_at_0_01_fpr_ci'][0]:.2f}, {r['tpr_at_0_01_fpr_ci'][1]:.2f}]")
             elif r.get("flagged_share") is not None:
-                print(f"      non-members that {group}: {r['flagged']}/{r['nonmembers']} flagged "
+                print(f"      non-members that copy a member: {r['flagged']}/{r['nonmembers']} flagged "
                       f"({r['flagged_share']:.0%})")
 
 

@@ -97,7 +97,7 @@ def _group_section(report: Report, results: dict[str, Any], shifted: bool) -> No
                                       f"non-members): AUC {r['auc']:.3f} {_ci(r['auc_ci'])}, TPR@1%FPR "
                                       f"{r['tpr_at_0_01_fpr']:.3f}" + (" (shifted split)" if shifted else ""))
             elif "flagged" in r:
-                rows.append({"attack": name, "group": f"non-members that {group}", "non-members": r["nonmembers"],
+                rows.append({"attack": name, "group": "non-members that copy a member", "non-members": r["nonmembers"],
                              "flagged at the calibrated threshold": r["flagged"],
                              "share": r["flagged_share"], "95%": _ci(r["flagged_share_ci"])})
             else:
