@@ -41,7 +41,7 @@ class MIAttack:
 
     @property
     def candidates(self) -> list[str]:
-        return ["default"]
+        return [", ".join(f"{k}={v}" for k, v in self.settings().items())]
 
     def evaluations(self) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
