@@ -36,6 +36,7 @@ LIBRARY = {
     "audit data": "sdguard.audit.dataset_replication:audit_data",
     "audit generations": "sdguard.audit.generation_replication:audit_generations",
     "audit erasure": "sdguard.audit.erasure:audit_erasure",
+    "audit membership": "sdguard.audit.membership:audit_membership",
     "data make-world": "sdguard.data.world:make_world",
     "model train-tiny": "sdguard.train:train_tiny",
     "train": "sdguard.train:train",

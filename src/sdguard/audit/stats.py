@@ -79,7 +79,6 @@ def tpr_at_fpr(scores, labels, fpr: float) -> float:
     """The highest true-positive rate of a threshold whose false-positive rate is at most ``fpr``
     (the low-FPR figure of Carlini et al. 2022, "Membership Inference Attacks From First
     Principles": no interpolation, so 1% of 100 negatives allows exactly one false positive)."""
-    import numpy as np
 
     f, t, _ = roc_curve(scores, labels)
     return float(t[f <= fpr + 1e-12].max())

@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import field_validator
 
+from ..audit.memorization.mitigation import MitigationOptions
 from ..core.config import OutputConfig, RunConfig, build, option, output_for
 from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.progress import progress_bar
-from ..audit.memorization.mitigation import MitigationOptions
 from ..report import Report, auto_scale, make_grid, png_bytes
 
 MODEL_HELP = "builtin:NAME, a diffusers folder, a .safetensors file, a hub id, or any of them +lora:FOLDER"

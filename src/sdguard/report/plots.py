@@ -66,22 +66,22 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, tit
     return _png(fig)
 
 
-def overlaid_histograms(groups: dict[str, Sequence[float]], *, bins: int = 40, title: str = "", xlabel: str = "",
+def overlaid_histograms(series: dict[str, Sequence[float]], *, bins: int = 40, title: str = "", xlabel: str = "",
                         vlines: dict[str, float] | None = None) -> bytes:
-    """One translucent histogram per group on shared bins (e.g. memorized vs ordinary prompts,
-    members vs non-members), with optional labelled vertical lines (thresholds)."""
+    """Several distributions on shared bins, semi-transparent (e.g. member vs non-member scores)."""
     import numpy as np
 
-    values = [np.asarray(v, dtype=float) for v in groups.values() if len(v)]
-    edges = np.histogram_bin_edges(np.concatenate(values) if values else np.zeros(1), bins=bins)
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    for name, v in groups.items():
-        if len(v):
-            ax.hist(np.asarray(v, dtype=float), bins=edges, alpha=0.55, label=f"{name} ({len(v)})")
+    values = [np.asarray(v, float) for v in series.values()]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+    edges = np.histogram_bin_edges(finite, bins=bins) if len(finite) else bins
+    for (name, _), v in zip(series.items(), values):
+        ax.hist(v[np.isfinite(v)], bins=edges, alpha=0.55, label=f"{name} ({len(v)})")
     for name, x in (vlines or {}).items():
         ax.axvline(x, color="#c44e52", linestyle="--")
         ax.text(x, ax.get_ylim()[1] * 0.9, f" {name}", color="#c44e52", fontsize=8)
-    ax.legend(fontsize=8)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    if series:
+        ax.legend(fontsize=8)
     return _png(fig)

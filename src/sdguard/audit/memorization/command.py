@@ -94,8 +94,8 @@ def plan_prompts(cfg: MemorizationConfig) -> tuple[PromptSet, list[str], str]:
         scored, calibration = sdv1_500(seed=cfg.seed)
         source = "500 COCO captions other than the scored ones"
     elif cfg.suite == "world":
-        from ..erasure.concepts import load_or_make_default_world
         from ...data.world import load_world
+        from ..erasure.concepts import load_or_make_default_world
 
         world = load_world(cfg.dataset, "--dataset") if cfg.dataset else load_or_make_default_world()
         scored, calibration = world_suite(world, seed=cfg.seed)
