@@ -25,6 +25,8 @@ CHOICES = {
     ("EraseConfig", "method"): "uce",
     ("AuditErasureConfig", "attack"): "soft-prompt",
     ("TrainConfig", "batch_size"): 12,  # --grad-accum (2) must divide it
+    ("MemorizationConfig", "suite"): "world",  # --dataset is a world's folder
+    ("MemorizationConfig", "detector"): ["anisotropy"],
 }
 
 # each command's library function (the Python API twin)
@@ -37,6 +39,7 @@ LIBRARY = {
     "audit generations": "sdguard.audit.generation_replication:audit_generations",
     "audit erasure": "sdguard.audit.erasure:audit_erasure",
     "audit membership": "sdguard.audit.membership:audit_membership",
+    "audit memorization": "sdguard.audit.memorization:audit_memorization",
     "data make-world": "sdguard.data.world:make_world",
     "model train-tiny": "sdguard.train:train_tiny",
     "train": "sdguard.train:train",

@@ -31,8 +31,9 @@ class MemorizationConfig(OutputConfig):
     python_positional = ("model",)
 
     model: str = option(positional=True, help=MODEL_HELP)
-    prompts: str | None = option(None, help="prompts to score: .txt (memorized|ordinary<TAB>PROMPT labels), "
-                                 ".jsonl or .csv (prompt/caption/text, optional memorized)")
+    prompts: str | None = option(None, help="prompts to score (with --suite: added to its prompts): .txt "
+                                 "(memorized|ordinary<TAB>PROMPT labels), .jsonl or .csv (prompt/caption/text, "
+                                 "optional memorized)")
     suite: Literal[SUITES] | None = option(None, help="a public protocol instead of --prompts: sdv1-500 (the 500 "  # type: ignore[valid-type]
                                            "memorized SD v1 captions vs COCO) or world (a world's planted artworks "
                                            "vs its scene captions)")
@@ -44,7 +45,7 @@ class MemorizationConfig(OutputConfig):
     steps: int = option(50, ge=3, le=1000, help="sampler steps whose timesteps the detectors read")
     scored_steps: int = option(1, ge=1, le=1000, help="wen: first sampler steps scored")
     guidance: float = option(7.5, ge=0.0, le=100.0, help="wen with --scored-steps > 1: guidance of the trajectory")
-    timestep: int | None = option(None, ge=0, le=100_000, help="wen extension: score pure noise at this training "
+    timestep: int | None = option(None, ge=0, le=100_000, help="wen extension: score pure noise from this training "
                                   "timestep instead of the sampler's first step(s)")
     anisotropy_weight: float | None = option(None, ge=-100.0, le=100.0, help="anisotropy: weight of the alignment "
                                              "term (default: the published 2.0 for epsilon models, 0.1 for v)")
@@ -56,14 +57,12 @@ class MemorizationConfig(OutputConfig):
 
     @model_validator(mode="after")
     def _source(self) -> "MemorizationConfig":
-        if (self.prompts is None) == (self.suite is None):
-            raise InputError.bad("--prompts", self.prompts, "or --suite is needed, and only one of them")
+        if self.prompts is None and self.suite is None:
+            raise InputError.bad("--prompts", self.prompts, "or --suite is needed (the prompts to score)")
         if self.dataset is not None and self.suite != "world":
             raise InputError.bad("--dataset", self.dataset, "is used only with --suite world")
         if self.scored_steps > self.steps:
             raise InputError.bad("--scored-steps", self.scored_steps, f"is more than --steps ({self.steps})")
-        if self.timestep is not None and self.scored_steps > 1:
-            raise InputError.bad("--timestep", self.timestep, "scores one timestep: leave --scored-steps at 1")
         if len(set(self.detector)) != len(self.detector):
             raise InputError.bad("--detector", self.detector, "names a detector twice")
         for name in self.detector:
@@ -101,8 +100,11 @@ def plan_prompts(cfg: MemorizationConfig) -> tuple[PromptSet, list[str], str]:
         scored, calibration = world_suite(world, seed=cfg.seed)
         source = "scene captions of the world other than the scored ones"
     else:
-        scored, calibration = read_prompt_set(cfg.prompts, "--prompts"), []
-        source = ""
+        scored, calibration, source = PromptSet([], [], ""), [], ""
+    if cfg.prompts:
+        mine = read_prompt_set(cfg.prompts, "--prompts")
+        scored = PromptSet(scored.prompts + mine.prompts, scored.labels + mine.labels,
+                           " + ".join(filter(None, [scored.source, mine.source])), scored.extra)
     scored = _cap(scored, cfg.limit)
     if cfg.ordinary:
         calibration = read_prompt_set(cfg.ordinary, "--ordinary").prompts

@@ -103,7 +103,7 @@ class Mitigator:
             both = model.predict_noise(torch.cat([xs, xs]), t, torch.cat([uncond, var.to(uncond.dtype)]))
             pu, pc = both.float().chunk(2)
             loss = (pc - pu).norm()
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
             if loss_value <= self.target:
                 it -= 1
                 break

@@ -17,8 +17,10 @@ Deviations:
   ``gen_seed + prompt index``): a score does not depend on where the prompt is in the file.
 - A trajectory over several scored steps is sampled with the model's own scheduler (the official
   code swaps in DDIM), guided with ``guidance``.
-- ``timestep`` (extension, off by default, named in the report): score the pure starting noise at
-  one timestep of the training schedule instead of the sampler's first step. A model trained with
+- ``timestep`` (extension, off by default, named in the report): the pure starting noise is scored
+  at this timestep of the training schedule instead of the sampler's first step (and, with
+  ``scored_steps > 1``, the trajectory goes on by deterministic DDIM through the sampler's
+  timesteps below it). A model trained with
   zero terminal SNR (builtin:tiny) predicts at its first step the mean image of a caption, which
   is as specific for a fully described ordinary scene as for a memorized painting; at a low-noise
   timestep only a memorized prompt still pulls pure noise towards its image (the low-noise regime
@@ -41,38 +43,53 @@ class NoiseNormDetector:
     @staticmethod
     def evaluations(settings: DetectionSettings) -> int:
         """UNet evaluations per prompt: conditional + unconditional, per scored step, per generation."""
-        steps = 1 if settings.timestep is not None else settings.scored_steps
-        return 2 * steps * settings.generations
+        return 2 * settings.scored_steps * settings.generations
 
     @staticmethod
     def extensions(settings: DetectionSettings) -> list[str]:
-        return [f"timestep {settings.timestep}: pure noise scored at one timestep instead of the sampler's first "
-                "step(s)"] if settings.timestep is not None else []
+        return [f"timestep {settings.timestep}: pure noise scored from this timestep instead of the sampler's "
+                "first step(s)"] if settings.timestep is not None else []
 
     @staticmethod
     def describe(model, settings: DetectionSettings) -> dict:
         """Where the score is read: the timesteps and the parameterization."""
-        sched = sampler(model, settings.steps)
-        ts = [int(settings.timestep)] if settings.timestep is not None else \
-            [int(t) for t in sched.timesteps[: settings.scored_steps]]
-        return {"timesteps": ts, "parameterization": getattr(model.scheduler.config, "prediction_type", "epsilon"),
+        return {"timesteps": scored_timesteps(sampler(model, settings.steps), settings), "parameterization": getattr(model.scheduler.config, "prediction_type", "epsilon"),
                 "generations": settings.generations}
 
     def score(self, model, embeddings, settings: DetectionSettings) -> dict[str, np.ndarray]:
         n = len(embeddings)
         sched = sampler(model, settings.steps)
+        times = scored_timesteps(sched, settings)
         per_gen = []
         for g in range(settings.generations):
             x = start_latents(model, settings, g, n) * sched.init_noise_sigma
-            if settings.timestep is not None:
-                u, c = guidance_pair(model, sched, x, int(settings.timestep), embeddings)
-                per_gen.append(flat_norm(c - u))
-                continue
             norms = []
-            for i, t in enumerate(sched.timesteps[: settings.scored_steps]):
+            for i, t in enumerate(times):
                 u, c = guidance_pair(model, sched, x, t, embeddings)
                 norms.append(flat_norm(c - u))
-                if i + 1 < settings.scored_steps:
-                    x = sched.step((u + settings.guidance * (c - u)).to(x.dtype), t, x).prev_sample
+                if i + 1 < len(times):
+                    guided = (u + settings.guidance * (c - u)).to(x.dtype)
+                    if settings.timestep is None:  # the model's own sampler
+                        x = sched.step(guided, t, x).prev_sample
+                    else:  # from a timestep off the sampler's grid: the deterministic DDIM update
+                        x = ddim_move(model, guided, x, t, times[i + 1])
             per_gen.append(np.mean(norms, axis=0))
         return {"score": np.mean(per_gen, axis=0)}
+
+
+def scored_timesteps(sched, settings: DetectionSettings) -> list[int]:
+    """The sampler's first ``scored_steps`` timesteps; with ``timestep``, that timestep (pure noise
+    there) followed by the sampler's timesteps below it."""
+    grid = [int(t) for t in sched.timesteps]
+    if settings.timestep is None:
+        return grid[: settings.scored_steps]
+    return ([int(settings.timestep)] + [t for t in grid if t < settings.timestep])[: settings.scored_steps]
+
+
+def ddim_move(model, prediction, x, t: int, t_next: int):
+    """Deterministic DDIM (eta = 0) from ``x_t`` to ``x_t_next`` through the model's own clean and
+    noise estimates (Song et al. 2021, eq. 12), in the training schedule of the model."""
+    x0 = model.to_x0(prediction, x, t)
+    eps = model.to_epsilon(prediction, x, t)
+    a = model.alpha_bar(t_next, x)
+    return (a.sqrt() * x0 + (1 - a).sqrt() * eps).to(x.dtype)
