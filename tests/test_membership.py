@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from sdguard.audit.membership import audit_membership, split_check
-from sdguard.audit.membership.attacks import MIA_ATTACKS, ddim_move
+from sdguard.audit.membership.attacks import MIA_ATTACKS
 from sdguard.audit.membership.split import calibration_split
 
 FAST = dict(attacks=["loss", "pia"], loss_timesteps=[600, 800], loss_draws=2, bootstrap=200, batch_size=64)
@@ -94,8 +94,8 @@ def test_a_shifted_split_fires_the_warning(trained, tmp_path, run_cli):
 def test_ddim_move_inverts_exactly_with_the_same_noise_estimate(tiny_random):
     x = torch.randn(3, 4, 8, 8)
     eps = torch.randn(3, 4, 8, 8)
-    there = ddim_move(tiny_random, x, eps, 40, 50)
-    back = ddim_move(tiny_random, there, eps, 50, 40)
+    there = tiny_random.ddim_move(x, eps, 40, 50)
+    back = tiny_random.ddim_move(there, eps, 50, 40)
     assert torch.allclose(back, x, atol=1e-5)
     assert not torch.allclose(there, x, atol=1e-2)
 

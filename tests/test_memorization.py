@@ -157,3 +157,16 @@ def test_mitigation_needs_a_target_and_the_same_model(run_cli, world_audit, tmp_
     assert code == 2 and "another model" in err
     code, _, err = run_cli("generate", "builtin:tiny", "a cat", "--mitigate-target", "3", "--out", tmp_path / "c")
     assert code == 2 and "--mitigate wen" in err
+
+
+def test_the_public_protocol_runs_through_the_cli(run_cli, tmp_path):
+    """``--suite sdv1-500`` (the GPU protocol) end to end on the tiny model, capped by ``--limit``:
+    memorized captions and COCO captions scored, other COCO captions calibrating the threshold."""
+    code, out, err = run_cli("audit", "memorization", "builtin:tiny", "--suite", "sdv1-500", "--limit", "12",
+                             "--detector", "wen", "--out", tmp_path / "o")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())["results"]
+    assert rep["counts"] == {"scored": 24, "memorized": 12, "ordinary": 12}
+    wen = rep["detectors"]["wen"]
+    assert wen["threshold"]["calibration_prompts"] == 12 and "metrics" in wen
+    assert "UNet evaluations" in out

@@ -251,6 +251,18 @@ class DiffusionModel:
             return (x - (1 - a).sqrt() * pred) / a.clamp_min(1e-12).sqrt()
         raise ValueError(f"unknown prediction_type {kind!r}")
 
+    def ddim_move(self, x: torch.Tensor, eps: torch.Tensor, t_from: int, t_to: int,
+                  x0: torch.Tensor | None = None) -> torch.Tensor:
+        """One deterministic DDIM move (Song et al. 2021, eta = 0) of ``x`` at ``t_from`` to
+        ``t_to`` with the noise estimate ``eps``: ``x0 = (x - sqrt(1-a) eps) / sqrt(a)`` (or the
+        ``x0`` given, e.g. :meth:`to_x0` of a v-prediction at ``alpha_bar = 0``, where that
+        division is undefined), then ``sqrt(a') x0 + sqrt(1-a') eps``, in float32. Forward (an
+        inversion step) when ``t_to > t_from``, denoising otherwise."""
+        a, b = self.alpha_bar(t_from, x), self.alpha_bar(t_to, x)
+        if x0 is None:
+            x0 = (x.float() - (1 - a).sqrt() * eps) / a.sqrt()
+        return b.sqrt() * x0.float() + (1 - b).sqrt() * eps.float()
+
     def guided_noise(self, latents: torch.Tensor, timesteps, embeddings: PromptEmbeddings, guidance: float) -> torch.Tensor:
         """Classifier-free guidance: eps_u + g (eps_c - eps_u)."""
         if torch.is_tensor(timesteps) and timesteps.ndim == 1:  # one timestep per latent: repeat for both halves

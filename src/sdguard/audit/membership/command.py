@@ -80,8 +80,7 @@ class MembershipConfig(OutputConfig):
 class Records:
     """Members then non-members, read at the model's size: images, captions, labels, groups."""
 
-    images: np.ndarray  # uint8 N x H x W x 3 (the preprocessed images)
-    pixels: torch.Tensor  # N x 3 x H x W in [-1, 1]
+    images: np.ndarray  # uint8 N x H x W x 3 (the preprocessed images; a quarter of their float size)
     texts: list[str]
     labels: np.ndarray  # True: member
     groups: np.ndarray  # DUPLICATED / SINGLE for members, COPY / CLEAN for non-members
@@ -150,8 +149,10 @@ def read_split(members: RecordSet, nonmembers: RecordSet, size: int, cfg: Member
     pix, texts, skipped = [], [], {}
     counts = []
     for rs in (members, nonmembers):
-        got: list[torch.Tensor] = []
-        ok, skip = readable(rs.dataset, rs.entries, size, lambda _p, t: got.append(t),
+        got: list[np.ndarray] = []  # uint8 as each image arrives (the float tensors are 4x larger)
+        ok, skip = readable(rs.dataset, rs.entries, size,
+                            lambda _p, t: got.append(((t.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
+                                                     .to(torch.uint8).numpy()),
                             purpose=f"to score ({rs.argument} {rs.source})")
         pix += got
         texts += [rs.entries.texts[i] for i in ok]
@@ -161,8 +162,7 @@ def read_split(members: RecordSet, nonmembers: RecordSet, size: int, cfg: Member
         if n < MIN_RECORDS:
             raise InputError.bad(rs.argument, rs.source, f"has {n} readable record(s); the calibration and "
                                  f"evaluation halves need at least {MIN_RECORDS}")
-    pixels = torch.stack(pix)
-    images = ((pixels.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    images = np.stack(pix)
     n_m = counts[0]
     same = identical_pairs(images[:n_m], texts[:n_m], images[n_m:], texts[n_m:])
     groups: Groups = duplicate_groups(images[:n_m], images[n_m:], cfg.embedder, cfg.duplicate_threshold, cfg.seed,
@@ -170,7 +170,7 @@ def read_split(members: RecordSet, nonmembers: RecordSet, size: int, cfg: Member
     labels = np.r_[np.ones(n_m, bool), np.zeros(counts[1], bool)]
     group = np.r_[groups.members, groups.nonmembers]
     calib = calibration_split(labels, group, cfg.seed)
-    return Records(images, pixels, texts, labels, group, calib, skipped, int(same.sum()), groups.describe())
+    return Records(images, texts, labels, group, calib, skipped, int(same.sum()), groups.describe())
 
 
 def split_summary(records: Records) -> dict:
@@ -187,7 +187,8 @@ def encode(model, records: Records, batch_size: int) -> tuple[torch.Tensor, torc
     """VAE posterior means (scaled) and text-encoder states of the records' captions, on the CPU."""
     lat, states = [], []
     for i in range(0, len(records.texts), batch_size):
-        lat.append(model.encode_images(records.pixels[i:i + batch_size]).float().cpu())
+        pixels = torch.from_numpy(records.images[i:i + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        lat.append(model.encode_images(pixels).float().cpu())
         states.append(model.encode_text(model.tokenize(records.texts[i:i + batch_size])).cpu())
     return torch.cat(lat), torch.cat(states)
 

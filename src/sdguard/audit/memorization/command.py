@@ -58,7 +58,7 @@ class MemorizationConfig(OutputConfig):
     @model_validator(mode="after")
     def _source(self) -> "MemorizationConfig":
         if self.prompts is None and self.suite is None:
-            raise InputError.bad("--prompts", self.prompts, "or --suite is needed (the prompts to score)")
+            raise InputError("--prompts FILE or --suite NAME is needed (the prompts to score).")
         if self.dataset is not None and self.suite != "world":
             raise InputError.bad("--dataset", self.dataset, "is used only with --suite world")
         if self.scored_steps > self.steps:

@@ -72,7 +72,8 @@ class NoiseNormDetector:
                     if settings.timestep is None:  # the model's own sampler
                         x = sched.step(guided, t, x).prev_sample
                     else:  # from a timestep off the sampler's grid: the deterministic DDIM update
-                        x = ddim_move(model, guided, x, t, times[i + 1])
+                        x = model.ddim_move(x, model.to_epsilon(guided, x, t), t, times[i + 1],
+                                            x0=model.to_x0(guided, x, t)).to(x.dtype)
             per_gen.append(np.mean(norms, axis=0))
         return {"score": np.mean(per_gen, axis=0)}
 
@@ -84,12 +85,3 @@ def scored_timesteps(sched, settings: DetectionSettings) -> list[int]:
     if settings.timestep is None:
         return grid[: settings.scored_steps]
     return ([int(settings.timestep)] + [t for t in grid if t < settings.timestep])[: settings.scored_steps]
-
-
-def ddim_move(model, prediction, x, t: int, t_next: int):
-    """Deterministic DDIM (eta = 0) from ``x_t`` to ``x_t_next`` through the model's own clean and
-    noise estimates (Song et al. 2021, eq. 12), in the training schedule of the model."""
-    x0 = model.to_x0(prediction, x, t)
-    eps = model.to_epsilon(prediction, x, t)
-    a = model.alpha_bar(t_next, x)
-    return (a.sqrt() * x0 + (1 - a).sqrt() * eps).to(x.dtype)

@@ -65,15 +65,6 @@ def epsilon(model, x_t: torch.Tensor, t: int, embeddings: torch.Tensor) -> torch
     return model.to_epsilon(pred, x_t.float(), int(t))
 
 
-def ddim_move(model, x: torch.Tensor, eps: torch.Tensor, t_from: int, t_to: int) -> torch.Tensor:
-    """One deterministic DDIM move of ``x`` (at ``t_from``) to ``t_to`` with the noise estimate
-    ``eps`` (Song et al. 2021, eta = 0): x0 = (x - sqrt(1-a) eps) / sqrt(a), then
-    sqrt(a') x0 + sqrt(1-a') eps. Forward (inversion) when ``t_to > t_from``, denoising otherwise."""
-    a, b = model.alpha_bar(t_from, x), model.alpha_bar(t_to, x)
-    x0 = (x.float() - (1 - a).sqrt() * eps) / a.sqrt()
-    return b.sqrt() * x0 + (1 - b).sqrt() * eps
-
-
 def record_noise(shape: Sequence[int], seed: int, draw: int) -> torch.Tensor:
     """Gaussian noise of one record's ``draw``-th draw, from its own generator (so a record's noise
     does not depend on the batch size or on the other records)."""
@@ -81,4 +72,4 @@ def record_noise(shape: Sequence[int], seed: int, draw: int) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=g)
 
 
-__all__ = ["MIA_ATTACKS", "MIAttack", "epsilon", "ddim_move", "record_noise"]
+__all__ = ["MIA_ATTACKS", "MIAttack", "epsilon", "record_noise"]

@@ -20,7 +20,7 @@ SecMI_NNs (a classifier trained on the t-error maps) is not implemented.
 from __future__ import annotations
 
 from ....core.errors import InputError
-from .base import MIAttack, ddim_move, epsilon
+from .base import MIAttack, epsilon
 
 
 class SecMIStat(MIAttack):
@@ -43,8 +43,8 @@ class SecMIStat(MIAttack):
     def score(self, model, latents, embeddings, seeds):
         x = latents.float()
         for s in range(0, self.t, self.interval):  # deterministic inversion x_0 -> x_t
-            x = ddim_move(model, x, epsilon(model, x, s, embeddings), s, s + self.interval)
+            x = model.ddim_move(x, epsilon(model, x, s, embeddings), s, s + self.interval)
         x_t, k = x, self.t + self.interval
-        x_k = ddim_move(model, x_t, epsilon(model, x_t, self.t, embeddings), self.t, k)
-        x_hat = ddim_move(model, x_k, epsilon(model, x_k, k, embeddings), k, self.t)
+        x_k = model.ddim_move(x_t, epsilon(model, x_t, self.t, embeddings), self.t, k)
+        x_hat = model.ddim_move(x_k, epsilon(model, x_k, k, embeddings), k, self.t)
         return -((x_hat - x_t) ** 2).flatten(1).sum(1).cpu()[:, None]
