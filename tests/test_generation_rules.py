@@ -61,8 +61,8 @@ def test_generations_larger_than_thumbnails_are_kept_at_their_resolution(tmp_pat
     rng = np.random.default_rng(1)
 
     class Model:
-        def generate(self, prompts, seeds, steps, guidance, batch_size):
-            return SimpleNamespace(images=_textured(rng, len(prompts), 128, cell=1), seeds=list(range(seeds, seeds + len(prompts))))
+        def generate(self, prompts, seeds, steps, guidance, batch_size, **_):  # one seed per image
+            return SimpleNamespace(images=_textured(rng, len(prompts), 128, cell=1), seeds=list(seeds))
 
     emb = SimpleNamespace(embed=lambda ims: np.ones((len(ims), 4), np.float32))
     cfg = SimpleNamespace(n=10, batch_size=4, seed=0, steps=1, guidance=1.0)
