@@ -23,7 +23,7 @@ def tiny():
 def world_audit(default_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("memo") / "out"
     audit_memorization("builtin:tiny", suite="world", dataset=str(default_world), out=str(out), timestep=100,
-                       detector=["wen", "anisotropy"])
+                       detector=["wen"])
     return json.loads((out / "report.json").read_text()), out
 
 
