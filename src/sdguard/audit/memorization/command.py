@@ -124,7 +124,8 @@ def plan_prompts(cfg: MemorizationConfig) -> tuple[PromptSet, list[str], str]:
     return scored, calibration, source
 
 
-def _score(model, detector, prompts: list[str], settings: DetectionSettings, batch_size: int, bar) -> np.ndarray:
+def _score(model, detector, prompts: list[str], settings: DetectionSettings, batch_size: int,
+           bar) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {}
     for s in range(0, len(prompts), batch_size):
         emb = model.encode_prompts(prompts[s:s + batch_size])
