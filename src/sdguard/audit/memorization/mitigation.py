@@ -97,22 +97,23 @@ class Mitigator:
             return cond, (first, first, 0)
         var = cond.detach().clone().float().requires_grad_(True)
         opt = torch.optim.AdamW([var], lr=self.lr)
-        loss_value, it = first, 0
-        for it in range(1, self.iterations + 1):
+        steps = 0
+        for _ in range(self.iterations):
             xs = sched.scale_model_input(x, t)
             both = model.predict_noise(torch.cat([xs, xs]), t, torch.cat([uncond, var.to(uncond.dtype)]))
             pu, pc = both.float().chunk(2)
             loss = (pc - pu).norm()
-            loss_value = float(loss.detach())
-            if loss_value <= self.target:
-                it -= 1
+            if float(loss.detach()) <= self.target:
                 break
             (grad,) = torch.autograd.grad(loss, [var])
             grad[:, 0] = 0  # the start token's embedding is kept
             var.grad = grad
             opt.step()
             opt.zero_grad(set_to_none=True)
-        return var.detach().to(cond.dtype), (first, loss_value, it)
+            steps += 1
+        out = var.detach().to(cond.dtype)
+        u, c = guidance_pair(model, sched, x, t, PromptEmbeddings(out, uncond))  # the score it is generated with
+        return out, (first, float((c - u).norm()), steps)
 
 
 def mitigator_for(cfg: MitigationOptions, model) -> Mitigator | None:
