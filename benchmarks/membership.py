@@ -32,18 +32,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
 
-def recoloured_world(root: Path, n: int, seed: int) -> Path:
-    import numpy as np
-    from other_world import write_other_world
-    from PIL import Image
-
-    write_other_world(root, n=n, seed=seed)
-    for path in (root / "images").glob("*.png"):
-        img = np.asarray(Image.open(path).convert("RGB")).astype(np.float32)
-        Image.fromarray((img[..., ::-1] * 0.6).round().astype(np.uint8)).save(path)
-    return root
-
-
 def figures(report) -> dict:
     res = report.results
     out = {"split_check": {k: res["split_check"][k] for k in ("auc", "auc_ci", "shifted", "by_features")},
@@ -103,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fine-tuned in {train_seconds:.0f}s ({args.steps} steps of 16 on {args.records} records, 30% held out)")
     members, nonmembers = str(model / "members.jsonl"), str(model / "nonmembers.jsonl")
     runs = {}
+    from other_world import recoloured_world
+
     shifted = str(recoloured_world(work / "other", args.shifted_records, 9))
     high_t = dict(attacks=["secmi", "pia"], secmi_t=500, secmi_interval=50, pia_t=500)
     for label, spec, non, extra in (("trained", str(model), nonmembers, {}),

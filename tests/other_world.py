@@ -122,3 +122,16 @@ def _save_png(path: Path, img: np.ndarray) -> None:
     from PIL import Image
 
     Image.fromarray(img).save(path)
+
+
+def recoloured_world(root: str | Path, n: int = 60, seed: int = 9) -> Path:
+    """A world written by :func:`write_other_world` with another seed and another palette (red and
+    blue swapped, darker): records from another distribution (a shifted membership split)."""
+    from PIL import Image
+
+    root = Path(root)
+    write_other_world(root, n=n, seed=seed)
+    for path in (root / "images").glob("*.png"):
+        img = np.asarray(Image.open(path).convert("RGB")).astype(np.float32)
+        Image.fromarray((img[..., ::-1] * 0.6).round().astype(np.uint8)).save(path)
+    return root

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from other_world import recoloured_world
 
 from sdguard.audit.membership import audit_membership, split_check
 from sdguard.audit.membership.attacks import MIA_ATTACKS
@@ -61,18 +61,6 @@ def test_attacks_find_duplicated_members_of_a_model_trained_with_holdout(trained
                             out=tmp_path / "base", **{**FAST, "attacks": ["loss"]})
     before = base.results["groups"]["by_attack"]["loss"]["duplicated"]["auc"]
     assert dup["auc"] > before + 0.15, (before, dup["auc"])
-
-
-def recoloured_world(root, n=60, seed=9):
-    """A world of tests/other_world.py with another seed and another palette (red and blue swapped,
-    darker): non-members from another distribution."""
-    from other_world import write_other_world
-
-    write_other_world(root, n=n, seed=seed)
-    for path in (root / "images").glob("*.png"):
-        img = np.asarray(Image.open(path).convert("RGB")).astype(np.float32)
-        Image.fromarray((img[..., ::-1] * 0.6).round().astype(np.uint8)).save(path)
-    return root
 
 
 def test_a_shifted_split_fires_the_warning(trained, tmp_path, run_cli):

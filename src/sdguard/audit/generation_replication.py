@@ -277,7 +277,7 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
             labels, words, cinfo = _clusters_from_audit(cfg.clusters, entries)
         else:  # also for a prompt file: its generations are judged at their nearest cluster's threshold
             labels, words, cinfo = _clusters_here(vectors, ok, entries.texts, emb, cfg.threshold, cfg.seed)
-    mitigator = mitigator_for(cfg, model)
+    mitigator = mitigator_for(cfg, model, fp)
     specs = _plan_prompts(cfg, model, entries, labels, words, stage, identity)
     with report.timer("generate"):
         counters = generate_all(model, specs, cfg, emb, stage, progress, mitigator)

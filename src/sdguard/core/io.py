@@ -70,6 +70,26 @@ def read_text(path: str | Path, argument: str) -> str:
                              f"({exc.reason}); save the file as UTF-8") from None
 
 
+def read_json_lines(path: str | Path, argument: str, hint: str = "") -> list[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a UTF-8 JSON-lines file (:func:`read_text`);
+    a line that is not JSON, or not a JSON object, is one sentence naming ``argument``, the file and
+    the line (``hint``, if given, says what the file should hold)."""
+    out = []
+    tail = f"; {hint}" if hint else ""
+    for number, line in enumerate(read_text(path, argument).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise InputError.bad(argument, str(path), f"line {number} is not JSON "
+                                 f"({getattr(exc, 'msg', exc)}){tail}") from None
+        if not isinstance(row, dict):
+            raise InputError.bad(argument, str(path), f"line {number} is not a JSON object{tail}")
+        out.append((number, row))
+    return out
+
+
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy scalars/arrays, paths, sets and dataclass-like objects for JSON."""
     try:

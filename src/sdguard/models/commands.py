@@ -68,7 +68,7 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
         lengths = m.prompt_lengths(cfg.prompts)  # a warning for each prompt the text encoder truncates
         all_prompts = [p for p in cfg.prompts for _ in range(cfg.n)]
         all_seeds = [cfg.seed + j for _ in cfg.prompts for j in range(cfg.n)]
-        mitigator = mitigator_for(cfg, m)
+        mitigator = mitigator_for(cfg, m, report.models["model"]["fingerprint"])
         with report.timer("generate"), progress_bar("generating", len(all_prompts), enabled=progress) as bar:
             gen, stats = generate_with(m, mitigator, all_prompts, all_seeds, steps=cfg.steps, guidance=cfg.guidance,
                                        height=cfg.height, width=cfg.width, batch_size=cfg.batch_size,

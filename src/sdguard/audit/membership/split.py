@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import InputError
+from ...core.io import read_json_lines
 from ...data.datasets.base import Dataset, Entries
 
 #: records each of members and non-members need: two per half and group at least
@@ -95,20 +96,9 @@ def read_records(argument: str, source: str, dataset: str | None) -> RecordSet:
 
 def read_manifest_rows(argument: str, path: Path) -> list[dict]:
     """The lines of a manifest, each a JSON object with a non-empty ``file_name``."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError.bad(argument, str(path), f"cannot be read as a UTF-8 manifest ({type(exc).__name__})") from None
     rows = []
-    for k, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise InputError.bad(argument, str(path), f"line {k} is not JSON (a manifest holds one JSON record "
-                                 "per line: row, file_name, text)") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("file_name"), str) or not obj["file_name"]:
+    for k, obj in read_json_lines(path, argument, "a manifest holds one JSON record per line: row, file_name, text"):
+        if not isinstance(obj.get("file_name"), str) or not obj["file_name"]:
             raise InputError.bad(argument, str(path), f"line {k} has no file_name")
         rows.append(obj)
     return rows

@@ -116,9 +116,10 @@ class Mitigator:
         return out, (first, float((c - u).norm()), steps)
 
 
-def mitigator_for(cfg: MitigationOptions, model) -> Mitigator | None:
+def mitigator_for(cfg: MitigationOptions, model, fingerprint: str | None = None) -> Mitigator | None:
     """The mitigation ``cfg`` asks for on ``model`` (None without one). ``--mitigate-from`` must be
-    a memorization audit of the same weights (a threshold is meaningless on another model)."""
+    a memorization audit of the same weights (a threshold is meaningless on another model);
+    ``fingerprint`` is the model's, when the caller has already hashed its weights."""
     if cfg.mitigate == "none":
         return None
     target, timestep, source, trigger = cfg.mitigate_target, cfg.mitigate_timestep, "--mitigate-target", None
@@ -131,7 +132,7 @@ def mitigator_for(cfg: MitigationOptions, model) -> Mitigator | None:
             raise InputError.bad("--mitigate-from", cfg.mitigate_from, "holds no calibrated wen threshold (run the "
                                  "memorization audit with --detector wen and ordinary prompts)")
         theirs = ((rep.data.get("models") or {}).get("model") or {}).get("fingerprint")
-        if theirs and theirs != model.fingerprint():
+        if theirs and theirs != (fingerprint or model.fingerprint()):
             raise InputError.bad("--mitigate-from", cfg.mitigate_from, "is the audit of another model (its weights' "
                                  "fingerprint differs): its threshold does not apply")
         trigger = float(wen["threshold"]["value"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import InputError
-from ...core.io import read_text
+from ...core.io import read_json_lines, read_text
 from ..prompt_suites import read_prompt_file
 
 SUITES = ("sdv1-500", "world")
@@ -82,15 +82,7 @@ def read_prompt_set(path: str | Path, argument: str = "--prompts") -> PromptSet:
     labels: list[bool | None] = []
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        for number, line in enumerate(read_text(p, argument).splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError.bad(argument, str(path), f"line {number} is not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError.bad(argument, str(path), f"line {number} is not a JSON object")
+        for number, row in read_json_lines(p, argument):
             prompts.append(_row_prompt(row, argument, str(path), f"line {number}"))
             labels.append(_label(row.get("memorized", row.get("label")), argument, str(path), f"line {number}"))
     elif suffix == ".csv":

@@ -36,6 +36,7 @@ def write_sections(report: Report, cfg, scored, detectors: dict[str, dict[str, A
                       "ordinary": sum(v is False for v in scored.labels)}}
     if not source:
         report.summary.append("no ordinary prompts to calibrate a threshold on (give --ordinary): scores only")
+    labs = np.array(scored.labels, dtype=object)
     for name, d in detectors.items():
         line = f"{name}: {d['unet_evaluations_per_prompt']} UNet evaluations, {d['seconds_per_prompt'] * 1000:.1f} ms per prompt"
         if "threshold" in d:
@@ -48,7 +49,6 @@ def write_sections(report: Report, cfg, scored, detectors: dict[str, dict[str, A
             line += " (extension: " + "; ".join(d["extensions"]) + ")"
         report.summary.append(line)
         figs = []
-        labs = np.array([v for v in scored.labels], dtype=object)
         s = d["scores"]["score"]
         groups = {"memorized": s[labs == True], "ordinary": s[labs == False]} if scored.labelled else {"prompts": s}  # noqa: E712
         vl = {"threshold": d["threshold"]["value"]} if "threshold" in d else None

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ...core.config import RunConfig, build, option
 from ...core.errors import InputError
-from ...core.io import output_dir, read_text
+from ...core.io import output_dir, read_json_lines, read_text
 from .artworks import ARTWORKS, paint_artwork
 from .captions import MAX_CAPTION_WORDS, tokenize
 from .plan import image_labels, plan_world
@@ -215,14 +215,8 @@ def load_world(root: str | Path, argument: str = "world") -> World:
 def _read_world_lines(path: Path, argument: str, keys: Sequence[str]) -> list[dict[str, Any]]:
     """The JSON lines of a world file, each an object with string ``keys``."""
     rows = []
-    for number, line in enumerate(read_text(path, argument).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError.bad(argument, str(path), f"is not JSON lines (line {number}: {exc.msg}); {REMAKE}") from None
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in keys):
+    for number, row in read_json_lines(path, argument, REMAKE):
+        if not all(isinstance(row.get(k), str) for k in keys):
             raise InputError.bad(argument, str(path), f"line {number} lacks {' or '.join(keys)}; {REMAKE}")
         rows.append(row)
     return rows
