@@ -69,10 +69,10 @@ def test_corrupt_json_and_not_a_report(tmp_path):
 
 def test_generation_audit_refuses_another_commands_output_as_clusters(tmp_path):
     pytest.importorskip("pyarrow.parquet")
-    from sdguard.audit.generation_replication import _clusters_from_audit
+    from sdguard.audit.generation_replication import clusters_from_audit
 
     folder = _written(tmp_path / "g", command="audit generations")
     with pytest.raises(InputError, match="--clusters .* is the output of `sdguard audit generations`"):
-        _clusters_from_audit(str(folder), None)
+        clusters_from_audit(str(folder), None)
     with pytest.raises(InputError, match="--clusters .* holds no clusters.parquet"):
-        _clusters_from_audit(str(_written(tmp_path / "d")), None)
+        clusters_from_audit(str(_written(tmp_path / "d")), None)

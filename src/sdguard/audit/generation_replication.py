@@ -124,13 +124,14 @@ def _training_embeddings(ds, emb, progress):
     return entries, vectors, status == 0
 
 
-def _clusters_from_audit(audit_dir: str, entries) -> tuple[np.ndarray, dict[int, list[str]], dict]:
-    """Cluster labels per entry and top words per cluster from an ``audit data`` output folder."""
+def clusters_from_audit(audit_dir: str, entries, argument: str = "--clusters") -> tuple[np.ndarray, dict[int, list[str]], dict]:
+    """Cluster labels per entry (-1: none) and top words per cluster from an ``audit data`` output
+    folder; errors name ``argument``."""
     folder = Path(audit_dir)
     pq = require("pyarrow.parquet", "scale", "reading clusters.parquet")
-    report = read_report(audit_dir, "audit data", "--clusters")
+    report = read_report(audit_dir, "audit data", argument)
     if not (folder / "clusters.parquet").is_file():
-        raise InputError.bad("--clusters", audit_dir, "holds no clusters.parquet (the output folder of "
+        raise InputError.bad(argument, audit_dir, "holds no clusters.parquet (the output folder of "
                              "`sdguard audit data` is expected)")
     table = pq.read_table(folder / "clusters.parquet", columns=["file_name", "cluster_id"]).to_pydict()
     index = {f: i for i, f in enumerate(entries.file_names)}
@@ -274,7 +275,7 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
         entries, vectors, ok = _training_embeddings(ds, emb, progress)
     with report.timer("clusters"):
         if cfg.clusters:
-            labels, words, cinfo = _clusters_from_audit(cfg.clusters, entries)
+            labels, words, cinfo = clusters_from_audit(cfg.clusters, entries)
         else:  # also for a prompt file: its generations are judged at their nearest cluster's threshold
             labels, words, cinfo = _clusters_here(vectors, ok, entries.texts, emb, cfg.threshold, cfg.seed)
     mitigator = mitigator_for(cfg, model, fp)
@@ -450,5 +451,5 @@ def _object_rates(cfg, ds, entries, specs, stage) -> dict:
             "fisher_p": fisher_greater(kw_hits, kw_n, ctl_hits, ctl_n) if kw_n and ctl_n else None}
 
 
-__all__ = ["audit_generations", "GenerationAuditConfig", "GenerationAuditResult", "PromptResult",
+__all__ = ["audit_generations", "clusters_from_audit", "GenerationAuditConfig", "GenerationAuditResult", "PromptResult",
            "compute_generation_audit", "calibrate_threshold", "kind_means"]

@@ -63,6 +63,12 @@ def _info(cfg, _extra, cli) -> None:
     out.print("  parameters: " + ", ".join(f"{g}={c:,}" for g, c in desc["parameters"].items()))
     out.print(f"  default size {desc['default_size']}px, latents {desc['latent_shape']}, "
               f"vocabulary {desc['tokenizer']['vocab_size']}, max tokens {desc['tokenizer']['max_length']}")
+    p = desc.get("privacy")
+    if p is not None:
+        out.print(f"  privacy: {p['error']}" if "error" in p else
+                  f"  privacy: ({p['epsilon']:.3g}, {p['delta']:g})-DP per {p['unit']} ({p['accountant']} accountant), "
+                  f"noise multiplier {p['noise_multiplier']:.4g}, sampling rate {p['sample_rate']:.4g}, "
+                  f"{p['steps']} steps, clipping {p['max_grad_norm']:g}")
 
 
 def _train(cfg, _extra, _cli) -> None:

@@ -97,9 +97,15 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
 
 
 def info(*args: Any, **values: Any) -> dict:
-    """Components, parameter counts per group, default size and weight fingerprint of a model
-    (``info(model, device=None)`` or ``info(InfoConfig(...))``)."""
+    """Components, parameter counts per group, default size and weight fingerprint of a model, and
+    the privacy record of a DP-trained one (``info(model, device=None)`` or ``info(InfoConfig(...))``)."""
     from .adapter import DiffusionModel
 
+    from ..train.private.record import read_privacy
+
     cfg = build(InfoConfig, args, values)
-    return DiffusionModel.load(cfg.model, device=cfg.device).describe()
+    described = DiffusionModel.load(cfg.model, device=cfg.device).describe()
+    privacy = read_privacy(cfg.model)
+    if privacy is not None:  # trained by `sdguard train --dp`: its (epsilon, delta) guarantee
+        described["privacy"] = privacy
+    return described

@@ -8,7 +8,8 @@ posterior, times the scaling factor), ``t`` uniform over the training schedule, 
 :meth:`~sdguard.models.DiffusionModel.prediction_target`), conditioned on the text encoder's
 states; AdamW, a linear warm-up then a cosine decay, optional EMA of the trained weights, caption
 dropout (the empty prompt, for classifier-free guidance), gradient accumulation and global-norm
-gradient clipping (:mod:`.clipping`). Trainable subsets and LoRA: :mod:`.trainable`.
+gradient clipping (:mod:`.clipping`). Trainable subsets and LoRA: :mod:`.trainable`. ``--dp``:
+DP-SGD through Opacus, with images or groups of records as the privacy unit (:mod:`.private`).
 
 Deviations from the diffusers scripts, each for a reason:
 - Every random draw of a record in a step (its latent sample, ``t``, noise, caption dropout) comes
@@ -43,13 +44,14 @@ from ..core.io import staging_dir_of
 from ..models.commands import MODEL_HELP
 from ..models.lora import DEFAULT_TARGETS
 from ..report import Report
+from .private.options import DPOptions
 from .trainable import Group
 
 CHECKPOINT = "finetune_state"
 
 
-class TrainConfig(ResumableConfig):
-    """Fine-tune a model on a dataset: a trainable subset or LoRA, clipping, a members manifest."""
+class TrainConfig(ResumableConfig, DPOptions):
+    """Fine-tune a model on a dataset: a trainable subset or LoRA, clipping or DP-SGD, a members manifest."""
 
     python_positional = ("model", "dataset", "out")
     #: the checkpoint interval and the report's samples change no weight: a resume may change them
@@ -151,7 +153,7 @@ def train(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     from .finetune_run import FineTuneRun
 
     cfg = build(TrainConfig, args, values)
-    accelerator = make_accelerator(cfg.mixed_precision)
+    accelerator = make_accelerator("no" if cfg.dp and cfg.mixed_precision == "auto" else cfg.mixed_precision)
     run = FineTuneRun(cfg, accelerator, progress=progress)
     run.prepare()  # every input checked and every image read before anything is written
     main = accelerator.is_main_process

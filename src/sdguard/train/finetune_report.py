@@ -50,6 +50,12 @@ def training_report(run, trained, samples_after) -> Report:
     weights = ["pytorch_lora_weights.safetensors", "lora.json"] if "lora" in cfg.trainable else \
         ["model_index.json", "unet/", "vae/", "text_encoder/", "tokenizer/", "scheduler/"]
     report.artifacts = weights + [MEMBERS, NONMEMBERS, LOG_FILE]
+    if run.private is not None:
+        from .private.record import PRIVACY_FILE
+
+        report.results["privacy"] = run.private.summary()
+        report.results["clipping"] = None  # per-unit clipping is the DP part's
+        report.artifacts.append(PRIVACY_FILE)
     report.timings["train"] = round(state["elapsed"], 1)
     t = run.trainable.describe()
     report.section("Trainable parameters", f"{', '.join(t['groups'])}: {t['parameters']:,} of {t['of']:,} "
@@ -62,7 +68,12 @@ def training_report(run, trained, samples_after) -> Report:
             "training loss")])
     clip = report.results["clipping"]
     finite = [v for v in run.clipper.norms if math.isfinite(v)]
-    if finite:
+    dp_line = None
+    if run.private is not None:
+        from .private.record import privacy_section
+
+        dp_line = privacy_section(report, report.results["privacy"])
+    elif finite:
         lines = {"threshold": cfg.clip_norm} if cfg.clip_norm else None
         text = (f"{clip['clipped_steps']} of {clip['steps']} steps clipped ({100 * clip['clipped_share']:.1f}%) at "
                 f"{cfg.clip_norm}{' per layer' if cfg.per_layer_clip else ''}" if cfg.clip_norm
@@ -79,8 +90,11 @@ def training_report(run, trained, samples_after) -> Report:
         f"trained {t['parameters']:,} parameters ({', '.join(t['groups'])}) on {len(run.encoded.entries)} images "
         f"for {state['step']} steps", f"loss {report.results['loss_first']:.4f} -> {report.results['loss_last']:.4f}"
         if losses else "no loss logged",
-        f"{clip['clipped_share'] * 100:.0f}% of steps clipped" if cfg.clip_norm else "no clipping",
     ]
+    if dp_line is not None:
+        report.summary.append(dp_line)
+    else:
+        report.summary.append(f"{clip['clipped_share'] * 100:.0f}% of steps clipped" if cfg.clip_norm else "no clipping")
     if skipped.total:
         report.summary.append(f"{skipped.total} image(s) skipped: {skipped.missing} missing, "
                               f"{skipped.unreadable} unreadable")

@@ -68,6 +68,10 @@ class FineTuneRun:
         if micro % acc.num_processes:
             raise InputError.bad("--batch-size", cfg.batch_size, f"must split evenly over {cfg.grad_accum} "
                                  f"micro-batch(es) x {acc.num_processes} process(es)")
+        if cfg.dp:
+            from .private.engine import check_run
+
+            check_run(cfg, acc, cfg.trainable)
         self.base_fingerprint = m.fingerprint()
         self.trainable = select(m, cfg.trainable, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                                 lora_targets=cfg.lora_targets)
@@ -89,8 +93,15 @@ class FineTuneRun:
         self.params = list(self.trainable.params.values())
         self.ema = {k: p.detach().clone().float() for k, p in self.trainable.params.items()} if cfg.ema_decay else {}
         opt = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        *mods, self.optimizer = acc.prepare(*[getattr(m, name) for name in self.trainable.modules()], opt)
-        self.wrapped = dict(zip(self.trainable.modules(), mods))
+        self.private = None
+        if cfg.dp:  # Opacus wraps the UNet and the optimizer (one process, see private.engine.check_run)
+            from .private.engine import PrivateTrainer
+
+            self.private = PrivateTrainer(self, opt)
+            self.optimizer, self.wrapped = self.private.optimizer, {"unet": self.private.module}
+        else:
+            *mods, self.optimizer = acc.prepare(*[getattr(m, name) for name in self.trainable.modules()], opt)
+            self.wrapped = dict(zip(self.trainable.modules(), mods))
         self.key = {"recipe": "sdguard train", **cfg.run_key(), "dataset_fingerprint": dataset.fingerprint(),
                     "model_fingerprint": self.base_fingerprint, **(key or {})}
 
@@ -119,7 +130,12 @@ class FineTuneRun:
         return self.wrapped.get(name, getattr(self.model, name))
 
     def micro_loss(self, step: int, positions: list[int], members: list[int]) -> torch.Tensor:
-        """The loss of one process's slice of a micro-batch: records ``members`` at global batch
+        """The loss of one process's slice of a micro-batch (see :meth:`micro_batch`)."""
+        pred, target = self.micro_batch(step, positions, members)
+        return F.mse_loss(pred.float(), target.float())
+
+    def micro_batch(self, step: int, positions: list[int], members: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The UNet's prediction and its target for records ``members`` at global batch
         ``positions``, each record's draws from its own generator (:func:`.finetune.draw_seed`)."""
         cfg, m, enc, dev = self.cfg, self.model, self.encoded, self.acc.device
         n_t = m.num_train_timesteps
@@ -140,12 +156,14 @@ class FineTuneRun:
             with contextlib.nullcontext() if grad_text else torch.no_grad():
                 emb = self._module("text_encoder")(ids.to(dev))[0]
             pred = self._module("unet")(zt, t, encoder_hidden_states=emb).sample
-        return F.mse_loss(pred.float(), m.prediction_target(z0, eps, t).float())
+        return pred, m.prediction_target(z0, eps, t)
 
     def step(self, step: int) -> tuple[float, float]:
         """One optimizer step: the global batch in ``grad_accum`` micro-batches, each split over the
         processes; returns (loss over the global batch, gradient norm before clipping)."""
         cfg, acc = self.cfg, self.acc
+        if self.private is not None:
+            return self.private.step(step)
         n = len(self.encoded.entries)
         members = batch_positions(cfg.seed, step, cfg.batch_size, n)
         set_lr(self.optimizer, cfg.learning_rate * cosine_lr(step, cfg.steps, cfg.warmup))
@@ -190,7 +208,9 @@ class FineTuneRun:
                     if state["step"] % every == 0 or state["step"] == cfg.steps:
                         log_row(state, self.stage, {"step": state["step"], "loss": loss, "grad_norm": norm,
                                                     "lr": self.optimizer.param_groups[0]["lr"]}, t_start)
-                    bar.update(description=f"training · loss {loss:.4f} · {cfg.batch_size / dt:.1f} img/s")
+                    eps = f" · ε {self.private.state['epsilon_curve'][-1][1]:.2f}" \
+                        if self.private is not None and self.private.state["epsilon_curve"] else ""
+                    bar.update(description=f"training · loss {loss:.4f} · {cfg.batch_size / dt:.1f} img/s{eps}")
                     bar.advance()
                 if state["step"] % cfg.checkpoint_every == 0 and state["step"] < cfg.steps:
                     state["elapsed"] = time.perf_counter() - t_start
@@ -202,7 +222,8 @@ class FineTuneRun:
         scaler = self.acc.scaler.state_dict() if getattr(self.acc, "scaler", None) is not None else {}
         return {"params": {k: p.detach() for k, p in self.trainable.params.items()}, "ema": self.ema,
                 "optimizer": self.optimizer.state_dict(), "scaler": scaler,
-                "state": {**self.state, "clipping": self.clipper.state()}}
+                "state": {**self.state, "clipping": self.clipper.state()},
+                "private": self.private.checkpoint() if self.private is not None else {}}
 
     def save(self) -> None:
         if self.acc.is_main_process:
@@ -223,6 +244,8 @@ class FineTuneRun:
                 self.acc.scaler.load_state_dict(saved["scaler"])
             st = saved["state"]
             self.clipper.restore(st["clipping"])
+            if self.private is not None:
+                self.private.restore(saved["private"])
             self.state = {"step": int(st["step"]), "log": [dict(r) for r in st["log"]],
                           "elapsed": float(st["elapsed"]), "step_seconds": [float(v) for v in st["step_seconds"]]}
 
@@ -249,6 +272,8 @@ class FineTuneRun:
         if not self.acc.is_main_process:
             return None
         m = self.model
+        if self.private is not None:
+            self.private.close()
         for mod in (m.unet, m.text_encoder):
             mod.eval()
         if "lora" in cfg.trainable:
@@ -259,6 +284,10 @@ class FineTuneRun:
                 getattr(m, name).to(dtype=torch.float32).load_state_dict(weights)
             with quiet_hub_bars():
                 m.pipeline.save_pretrained(str(stage), safe_serialization=True)
+        if self.private is not None:
+            from .private.record import write_privacy
+
+            write_privacy(stage, self.private.summary())
         write_manifest(stage / MEMBERS, self.encoded.entries)
         write_manifest(stage / NONMEMBERS, self.holdout)
         write_log(stage, self.state["log"])

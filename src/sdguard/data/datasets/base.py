@@ -13,6 +13,7 @@ from typing import ClassVar, Iterator, Sequence
 
 import numpy as np
 
+from ...core.errors import InputError
 from ..captions import KeywordFilter
 
 #: the formats :func:`open_dataset` reads, with what each looks like
@@ -162,6 +163,11 @@ class Dataset(ABC):
 
     def load(self, rows: Sequence[int], *, max_side: int | None = None) -> list[np.ndarray | None]:
         return [item.image for item in self.images(rows, max_side=max_side)]
+
+    def column(self, name: str, rows: Sequence[int], argument: str = "--group-column") -> list:
+        """The values of metadata column ``name`` at ``rows`` (e.g. a user id). Formats without
+        per-record metadata columns raise :class:`InputError` naming ``argument``."""
+        raise InputError.bad(argument, name, f"cannot be read: the {self.format} format has no metadata columns")
 
     def fingerprint(self) -> str:
         """Identifies this dataset's content for caches: format, location, index files' size/mtime."""

@@ -46,6 +46,18 @@ class ImageFolder(InMemoryDataset):
     def _index_files(self) -> list[Path]:
         return [self.metadata]
 
+    def column(self, name: str, rows, argument: str = "--group-column") -> list:
+        """``name`` of each record at ``rows``, read again from the metadata file (kept out of memory
+        otherwise); a record without it is an error naming ``argument``."""
+        meta = read_csv(self.metadata)[1] if self.metadata.suffix == ".csv" else list(read_jsonl(self.metadata))
+        out = []
+        for r in rows:
+            value = meta[int(r)].get(name)
+            if value is None or value == "":
+                raise InputError.bad(argument, name, f"is missing from record {int(r) + 1} of {self.metadata}")
+            out.append(value)
+        return out
+
     def _sources(self, rows):
         for r in rows:
             yield r, self.paths.resolve(r + 1, "file_name", self._file_names[r], self.root)

@@ -84,6 +84,16 @@ class _ParquetBase(Dataset):
             self.issues["captions_not_text"] = int(nulls or 0)
         return super().describe()
 
+    def column(self, name: str, rows, argument: str = "--group-column") -> list:
+        """``name`` of each record at ``rows`` (a column of the parquet files)."""
+        if name not in parquet_file(self.files[0]).schema_arrow.names:
+            raise InputError.bad(argument, name, f"is not a column of {self.files[0]}")
+        values = self._column_values([int(r) for r in rows], name)
+        missing = next((int(r) for r in rows if values[int(r)] is None), None)
+        if missing is not None:
+            raise InputError.bad(argument, name, f"is null in record {missing + 1}")
+        return [values[int(r)] for r in rows]
+
     def _locate(self, row: int) -> tuple[int, int]:
         f = int(np.searchsorted(self._offsets, row, side="right") - 1)
         return f, row - int(self._offsets[f])
