@@ -145,28 +145,35 @@ class PrivateTrainer:
         set_lr(self.optimizer, cfg.learning_rate * cosine_lr(step, cfg.steps, cfg.warmup))
         if self.batches is None:
             self.sampler.next_step = step
-        losses, norms, offset, units = [], [], 0, 0
-        while True:
-            chunk = self._next_chunk()
-            if self.sampler.last_step != step:  # pragma: no cover - the loader and the loop disagree
-                raise RuntimeError(f"DP sampler at step {self.sampler.last_step}, training at step {step}")
-            offset = self._chunk(step, chunk.tolist(), offset, losses, norms)
-            units += len(chunk)
-            self.optimizer.step()
-            skipped = self.optimizer._is_last_step_skipped
-            self.optimizer.zero_grad(set_to_none=True)
-            if not skipped:
-                break
+        losses, norms = [], []
+        with warnings.catch_warnings():  # torch's note that no input needs a gradient (the UNet's inputs are data)
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            self._logical_step(step, losses, norms)
         finite = [v for v in norms if math.isfinite(v)]
         med = statistics.median(finite) if finite else 0.0
         self.state["unit_norm_median"].append(round(med, 6))
         self.state["clipped_share"].append(round(sum(v > cfg.max_grad_norm for v in finite) / len(finite), 4)
                                            if finite else 0.0)
-        self.state["units_per_step"].append(units)
+        self.state["units_per_step"].append(self._units)
         done = step + 1
         if done % self.sampler.steps_per_epoch == 0 or done == cfg.steps:
             self.state["epsilon_curve"].append([done, round(self.epsilon(), 6)])
         return (statistics.fmean(losses) if losses else float("nan")), med
+
+    def _logical_step(self, step: int, losses: list, norms: list) -> None:
+        """The physical batches of ``step`` (``BatchMemoryManager`` tells the optimizer which is last)."""
+        offset, self._units = 0, 0
+        while True:
+            chunk = self._next_chunk()
+            if self.sampler.last_step != step:  # pragma: no cover - the loader and the loop disagree
+                raise RuntimeError(f"DP sampler at step {self.sampler.last_step}, training at step {step}")
+            offset = self._chunk(step, chunk.tolist(), offset, losses, norms)
+            self._units += len(chunk)
+            self.optimizer.step()
+            skipped = self.optimizer._is_last_step_skipped
+            self.optimizer.zero_grad(set_to_none=True)
+            if not skipped:
+                return
 
     def _chunk(self, step: int, units: list[int], offset: int, losses: list, norms: list) -> int:
         """Backward passes of the records of ``units`` (a physical batch) in chunks of at most the
