@@ -203,15 +203,23 @@ def test_the_solved_noise_spends_the_target_and_no_more(accountant):
 
 
 def test_cli_train_dp_writes_privacy_json_and_info_shows_it(data, run_cli, tmp_path):
+    """Groups from `sdguard audit data`'s clusters: each cluster one unit, each other image its own."""
+    import pyarrow.parquet as pq
+
+    code, _, err = run_cli("audit", "data", data, "--out", tmp_path / "aud")
+    assert code == 0, err
+    labels = pq.read_table(tmp_path / "aud" / "clusters.parquet").to_pydict()["cluster_id"]
+    clusters, alone = len({c for c in labels if c >= 0}), sum(c < 0 for c in labels)
+    assert clusters >= 1 and max(labels.count(c) for c in set(labels) if c >= 0) > 1
     out = tmp_path / "lora"
     code, _, err = run_cli("train", MODEL, "--dataset", data, "--out", out, "--trainable", "lora", "--steps", "6",
                            "--batch-size", "8", "--samples", "0", "--dp", "--target-epsilon", "4", "--delta", "1e-3",
-                           "--accountant", "rdp", "--privacy-unit", "group", "--group-column", "user")
+                           "--accountant", "rdp", "--privacy-unit", "group", "--groups", tmp_path / "aud")
     assert code == 0, err
     record = json.loads((out / "privacy.json").read_text())
     assert 3.8 < record["epsilon"] <= 4.0 and record["accountant"] == "rdp" and record["unit"] == "group"
-    users = len({json.loads(line)["user"] for line in (data / "metadata.jsonl").read_text().splitlines()})
-    assert record["units"] == users and math.isclose(record["sample_rate"], 1 / math.ceil(users / 8))
+    units = clusters + alone
+    assert record["units"] == units and math.isclose(record["sample_rate"], 1 / math.ceil(units / 8))
     assert record["steps"] == 6 and record["noise_multiplier"] > 0.3
     report = json.loads((out / "report.json").read_text())
     assert report["results"]["privacy"]["epsilon"] == record["epsilon"]
