@@ -228,6 +228,10 @@ def test_parquet_with_image_bytes(tmp_path):
     assert (skipped.missing, skipped.unreadable) == (1, 1)
     loaded = ds.load([7, 0, 3])
     assert np.array_equal(loaded[0], _image(7)) and np.array_equal(loaded[1], _image(0))
+    # a metadata column (what `train --dp --group-column` groups by), across files and row groups
+    assert ds.column("key", [7, 0, 3]) == ["k7", "k0", "k3"]
+    with pytest.raises(InputError, match="--group-column 'user' is not a column"):
+        ds.column("user", [0])
 
 
 def test_caption_tables_csv_and_parquet(tmp_path):

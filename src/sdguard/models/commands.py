@@ -99,9 +99,8 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
 def info(*args: Any, **values: Any) -> dict:
     """Components, parameter counts per group, default size and weight fingerprint of a model, and
     the privacy record of a DP-trained one (``info(model, device=None)`` or ``info(InfoConfig(...))``)."""
-    from .adapter import DiffusionModel
-
     from ..train.private.record import read_privacy
+    from .adapter import DiffusionModel
 
     cfg = build(InfoConfig, args, values)
     described = DiffusionModel.load(cfg.model, device=cfg.device).describe()

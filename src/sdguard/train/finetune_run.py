@@ -159,11 +159,20 @@ class FineTuneRun:
         return pred, m.prediction_target(z0, eps, t)
 
     def step(self, step: int) -> tuple[float, float]:
-        """One optimizer step: the global batch in ``grad_accum`` micro-batches, each split over the
-        processes; returns (loss over the global batch, gradient norm before clipping)."""
+        """One optimizer step (DP-SGD's under ``--dp``), then the EMA; returns (the loss, the gradient
+        norm before clipping: the global one, or under ``--dp`` the median unit's)."""
+        loss, norm = self.private.step(step) if self.private is not None else self._plain_step(step)
+        if self.ema:
+            d = ema_decay(step, self.cfg.ema_decay)
+            with torch.no_grad():
+                for k, p in self.trainable.params.items():
+                    self.ema[k].lerp_(p.detach().float(), 1 - d)
+        return loss, norm
+
+    def _plain_step(self, step: int) -> tuple[float, float]:
+        """The non-private step: the global batch in ``grad_accum`` micro-batches, each split over
+        the processes, global-norm clipping, the optimizer."""
         cfg, acc = self.cfg, self.acc
-        if self.private is not None:
-            return self.private.step(step)
         n = len(self.encoded.entries)
         members = batch_positions(cfg.seed, step, cfg.batch_size, n)
         set_lr(self.optimizer, cfg.learning_rate * cosine_lr(step, cfg.steps, cfg.warmup))
@@ -184,11 +193,6 @@ class FineTuneRun:
         norm = self.clipper.clip(self.params)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ema:
-            d = ema_decay(step, cfg.ema_decay)
-            with torch.no_grad():
-                for k, p in self.trainable.params.items():
-                    self.ema[k].lerp_(p.detach().float(), 1 - d)
         return float(acc.reduce(total, "mean")), norm
 
     def fit(self) -> None:

@@ -254,7 +254,7 @@ class PrivateTrainer:
         return {
             "epsilon": eps, "delta": cfg.delta, "accountant": cfg.accountant, "noise_multiplier": self.noise,
             "target_epsilon": cfg.target_epsilon, "sample_rate": self.q, "steps": len(st["units_per_step"]),
-            "max_grad_norm": cfg.max_grad_norm, "expected_batch": self.q * self.units.count,
+            "max_grad_norm": cfg.max_grad_norm, "expected_batch": self.optimizer.expected_batch_size,
             "physical_batch": self.physical, "grad_sample_mode": cfg.grad_sample_mode, **self.units.describe(),
             "mean_units_per_step": statistics.fmean(st["units_per_step"]) if st["units_per_step"] else 0.0,
             "clipped_share_median": statistics.median(st["clipped_share"]) if st["clipped_share"] else None,
