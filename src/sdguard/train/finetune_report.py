@@ -67,19 +67,7 @@ def training_report(run, trained, samples_after) -> Report:
             {"loss": ([r["step"] for r in log], losses)}, title="training loss", xlabel="step", ylabel="MSE"),
             "training loss")])
     clip = report.results["clipping"]
-    finite = [v for v in run.clipper.norms if math.isfinite(v)]
-    dp_line = None
-    if run.private is not None:
-        from .private.record import privacy_section
-
-        dp_line = privacy_section(report, report.results["privacy"])
-    elif finite:
-        lines = {"threshold": cfg.clip_norm} if cfg.clip_norm else None
-        text = (f"{clip['clipped_steps']} of {clip['steps']} steps clipped ({100 * clip['clipped_share']:.1f}%) at "
-                f"{cfg.clip_norm}{' per layer' if cfg.per_layer_clip else ''}" if cfg.clip_norm
-                else "norms measured, nothing clipped (--clip-norm 0)")
-        report.section("Gradient norms before clipping", text, figures=[(histogram(
-            finite, bins=40, title="gradient norm per step", xlabel="L2 norm", vlines=lines), "gradient norms")])
+    dp_line = _clipping_section(report, run)
     if samples_after is not None:
         scale = auto_scale(samples_after.images.shape[1])
         both = np.concatenate([run.samples_before.images, samples_after.images])
@@ -99,6 +87,24 @@ def training_report(run, trained, samples_after) -> Report:
         report.summary.append(f"{skipped.total} image(s) skipped: {skipped.missing} missing, "
                               f"{skipped.unreadable} unreadable")
     return report
+
+
+def _clipping_section(report: Report, run) -> str | None:
+    """The DP part (its summary line returned) or the histogram of the steps' gradient norms."""
+    cfg, clip = run.cfg, report.results["clipping"]
+    if run.private is not None:
+        from .private.record import privacy_section
+
+        return privacy_section(report, report.results["privacy"])
+    finite = [v for v in run.clipper.norms if math.isfinite(v)]
+    if finite:
+        lines = {"threshold": cfg.clip_norm} if cfg.clip_norm else None
+        text = (f"{clip['clipped_steps']} of {clip['steps']} steps clipped ({100 * clip['clipped_share']:.1f}%) at "
+                f"{cfg.clip_norm}{' per layer' if cfg.per_layer_clip else ''}" if cfg.clip_norm
+                else "norms measured, nothing clipped (--clip-norm 0)")
+        report.section("Gradient norms before clipping", text, figures=[(histogram(
+            finite, bins=40, title="gradient norm per step", xlabel="L2 norm", vlines=lines), "gradient norms")])
+    return None
 
 
 __all__ = ["training_report"]
