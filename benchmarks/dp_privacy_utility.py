@@ -46,7 +46,10 @@ Settings and why (measured on 2 shared CPU cores, 1 thread, with the same comman
   evaluation half then holds ~110 non-members, enough to resolve TPR at 1% FPR; the citadel is
   9% of the records. ``sdguard audit data`` (pixels) puts all 100 copies in one cluster.
 - ``--trainable attention`` (648,576 parameters, DP-LDM's subset), AdamW lr 1e-3, batch 32,
-  200 steps, caption dropout 0.1: the same for every model, only the DP arguments change. Non-DP
+  300 steps, caption dropout 0.1: the same for every model, only the DP arguments change. A first
+  full grid at 200 steps (``results/dp_privacy_utility_200steps.json``) did not replicate the
+  citadel even without DP (2 of 32 seeds), so the premise failed there; at 300 steps (the results
+  file) the non-DP model and the epsilon-8 models of both units were run (``--only``). Non-DP
   attention replicates the citadel (measured: 300 steps on this data, 16 seeds: 16/16, median
   dct 0.94 vs threshold 0.91; 100 steps on a 600-record version with the citadel at 1/6: 15/16).
   LoRA rank 4 (lr 3e-3, 100 steps, 600-record version) did not (0/16, median 0.81), as in
