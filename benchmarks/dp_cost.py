@@ -38,7 +38,6 @@ import argparse
 import ctypes
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -48,6 +47,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from finetune_new_artwork import machine, write_results  # noqa: E402
+
 TRAINABLE = {"attention": ["--trainable", "attention", "--lr", "1e-4"],
              "lora": ["--trainable", "lora", "--lora-rank", "4", "--lr", "1e-3"]}
 MODES = {"non-dp": [], "dp-hooks": ["--dp", "--noise-multiplier", "1.0", "--grad-sample-mode", "hooks"],
@@ -193,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, e in summary.items():
         print(f"{name:<20} {e['step_seconds_median']:8.3f} {e.get('time_ratio', 1.0):7.2f} "
               f"{e['step_peak_rss_mb']:8.1f} {e.get('memory_ratio') or 1.0:6.2f} {e['process_peak_rss_mb']:10.1f}")
-    import torch
 
     result = {"benchmark": "dp_cost", "settings": {"model": "builtin:tiny", "images": args.images,
               "batch_size": args.batch_size, "steps": args.steps, "runs": args.runs, "trainable": TRAINABLE,
@@ -202,12 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                           "memory": "VmHWM during FineTuneRun.fit minus VmRSS just before it (after malloc_trim, "
                                     "high-water mark reset through /proc/self/clear_refs), one process per run"},
               "summary": summary, "failed": failed, "total_seconds": round(time.perf_counter() - t_all, 1),
-              "machine": {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                          "torch": torch.__version__, "platform": platform.platform(),
-                          "python": platform.python_version()}}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.results}")
+              "machine": machine()}
+    write_results(args.results, result)
     return 0
 
 

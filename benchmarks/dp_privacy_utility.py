@@ -75,7 +75,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -85,7 +84,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from finetune_new_artwork import CAPTION, OLD_PROMPTS, audit, plant_artwork, sdguard
+from finetune_new_artwork import (
+    CAPTION,
+    OLD_PROMPTS,
+    audit,
+    machine,
+    plant_artwork,
+    sdguard,
+    write_results,
+)
 
 WORLD_SEED, WORLD_SIZE, COPIES, HOLDOUT = 1, 1000, 100, 0.2
 #: `sdguard train` arguments of every model (DP adds its own)
@@ -290,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: citadel {summary[name]['new_artwork_share']:.2f}, MIA loss AUC "
               f"{mia['loss']['auc']:.3f}, utility {util['mean']:.3f}", flush=True)
     print_table(summary)
-    import torch
 
     result = {"benchmark": "dp_privacy_utility", "protocol": {
         "world": {"seed": WORLD_SEED, "size": WORLD_SIZE}, "new_artwork": {"caption": CAPTION, "copies": COPIES},
@@ -301,11 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"--guidance {args.guidance} --reference-prompts 0"},
         "data_audit": data, "same_split": same_split, "summary": summary, "training": training, "failed": failed,
         "audits": audits, "total_seconds": round(time.perf_counter() - t_all, 1),
-        "machine": {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                    "torch": torch.__version__, "platform": platform.platform(), "python": platform.python_version()}}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.results}")
+        "machine": machine()}
+    write_results(args.results, result)
     return 0
 
 

@@ -272,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(models, audits, training, timing)
     print_summary(summary, timing, args)
-    import torch
 
     result = {"benchmark": "finetune_new_artwork", "caption": CAPTION, "copies": args.copies,
               "dataset_images": len(world) + args.copies, "new_files": len(new_files), "old_prompts": list(OLD_PROMPTS),
@@ -282,13 +281,24 @@ def main(argv: list[str] | None = None) -> int:
               "goal": "new caption replicates the new artwork in >= 50% of seeds after fine-tuning, 0% before",
               "summary": summary, "training": training, "timing": {"steps_per_run": args.timing_steps, **timing},
               "audits": audits, "total_seconds": round(time.perf_counter() - t_all, 1),
-              "machine": {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                          "torch_threads_here": torch.get_num_threads(), "platform": platform.platform(),
-                          "python": platform.python_version()}}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.results}")
+              "machine": machine()}
+    write_results(args.results, result)
     return 0
+
+
+def machine() -> dict:
+    """The machine a benchmark ran on (its JSON's ``machine``)."""
+    import torch
+
+    return {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch": torch.__version__, "torch_threads_here": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def write_results(path, result: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 def summarize(models: dict, audits: dict, training: dict, timing: dict) -> dict:
