@@ -29,6 +29,10 @@ from .loop import cosine_lr, ema_decay, log_row, set_lr, write_log
 from .trainable import select
 
 
+#: the step index of :meth:`FineTuneRun.eval_loss`'s draws (beyond any training step)
+EVAL_STEP = 2**40
+
+
 class FineTuneRun:
     """The model, its trainable parameters, the encoded members, the optimizer and the loop state."""
 
@@ -36,8 +40,11 @@ class FineTuneRun:
         self.cfg, self.acc, self.progress = cfg, accelerator, progress
         self.stage: Path | None = None
         self.state = {"step": 0, "log": [], "elapsed": 0.0, "step_seconds": []}
+        self.seed = cfg.seed  # of the data order and the draws (a federated client has its own)
         self.clipper = GradientClipper(cfg.threshold, cfg.per_layer_clip)
         self.samples_before = None
+        #: called after the backward pass, before clipping (FedProx's proximal term adds its gradient)
+        self.regularizer = None
 
     # -- inputs -----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -81,11 +88,10 @@ class FineTuneRun:
         if encoded is None:
             with progress_bar("encoding training images", len(members), enabled=self._bar()) as bar:
                 encoded = encode_members(m, dataset, members, size, on_batch=bar.advance)
-        self.encoded = encoded
+        self.use(encoded)
         ok, self.holdout_skipped = readable(dataset, holdout, size, purpose="to hold out") if len(holdout) \
             else ([], None)
         self.holdout = holdout.take(ok)
-        self.ids = m.tokenize(self.encoded.entries.texts).cpu()
         self.empty_ids = m.tokenize([""]).cpu()[0]
         if self.acc.is_main_process and cfg.samples:
             self.sample_prompts = list(dict.fromkeys(self.encoded.entries.texts))[:cfg.samples]
@@ -104,6 +110,11 @@ class FineTuneRun:
             self.wrapped = dict(zip(self.trainable.modules(), mods))
         self.key = {"recipe": "sdguard train", **cfg.run_key(), "dataset_fingerprint": dataset.fingerprint(),
                     "model_fingerprint": self.base_fingerprint, **(key or {})}
+
+    def use(self, encoded: EncodedSet) -> None:
+        """Train on ``encoded`` from now on (a federated client process serving another partition)."""
+        self.encoded = encoded
+        self.ids = self.model.tokenize(encoded.entries.texts).cpu()
 
     def _bar(self) -> bool | None:
         return self.progress if self.acc.is_main_process else False
@@ -134,18 +145,21 @@ class FineTuneRun:
         pred, target = self.micro_batch(step, positions, members)
         return F.mse_loss(pred.float(), target.float())
 
-    def micro_batch(self, step: int, positions: list[int], members: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def micro_batch(self, step: int, positions: list[int], members: list[int], seed: int | None = None,
+                    dropout: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The UNet's prediction and its target for records ``members`` at global batch
-        ``positions``, each record's draws from its own generator (:func:`.finetune.draw_seed`)."""
+        ``positions``, each record's draws from its own generator (:func:`.finetune.draw_seed` of
+        ``seed``, default ``--seed``); ``dropout=False`` keeps every caption."""
         cfg, m, enc, dev = self.cfg, self.model, self.encoded, self.acc.device
         n_t = m.num_train_timesteps
+        seed = self.seed if seed is None else seed
         z, ts, noise, drop = [], [], [], []
         for j, i in zip(positions, members):
-            g = torch.Generator().manual_seed(draw_seed(cfg.seed, step, j))
+            g = torch.Generator().manual_seed(draw_seed(seed, step, j))
             z.append(enc.means[i] + enc.stds[i] * torch.randn(enc.means.shape[1:], generator=g))
             ts.append(torch.randint(0, n_t, (1,), generator=g))
             noise.append(torch.randn(enc.means.shape[1:], generator=g))
-            drop.append(bool(torch.rand((), generator=g) < cfg.caption_dropout))
+            drop.append(dropout and bool(torch.rand((), generator=g) < cfg.caption_dropout))
         z0 = (torch.stack(z) * float(m.vae.config.scaling_factor)).to(dev)
         t, eps = torch.cat(ts).to(dev), torch.stack(noise).to(dev)
         ids = self.ids[members].clone()
@@ -174,7 +188,7 @@ class FineTuneRun:
         the processes, global-norm clipping, the optimizer."""
         cfg, acc = self.cfg, self.acc
         n = len(self.encoded.entries)
-        members = batch_positions(cfg.seed, step, cfg.batch_size, n)
+        members = batch_positions(self.seed, step, cfg.batch_size, n)
         set_lr(self.optimizer, cfg.learning_rate * cosine_lr(step, cfg.steps, cfg.warmup))
         micro = cfg.batch_size // cfg.grad_accum
         per = micro // acc.num_processes
@@ -190,10 +204,27 @@ class FineTuneRun:
                 acc.backward(loss / cfg.grad_accum)
             total += loss.detach() / cfg.grad_accum
         acc.unscale_gradients(self.optimizer)
+        if self.regularizer is not None:
+            self.regularizer()
         norm = self.clipper.clip(self.params)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(acc.reduce(total, "mean")), norm
+
+    @torch.no_grad()
+    def eval_loss(self, limit: int | None = None, batch_size: int = 16) -> float:
+        """The mean loss of the current weights over the first ``limit`` members (all without it),
+        every record's draws fixed by its dataset row and ``--seed`` and no caption dropped: the
+        same number for the same weights and record, whichever run or client computes it."""
+        enc = self.encoded
+        n = len(enc.entries) if limit is None else min(limit, len(enc.entries))
+        rows = [int(r) for r in enc.entries.rows[:n]]
+        total = 0.0
+        for lo in range(0, n, batch_size):
+            idx = list(range(lo, min(n, lo + batch_size)))
+            pred, target = self.micro_batch(EVAL_STEP, [rows[i] for i in idx], idx, seed=self.cfg.seed, dropout=False)
+            total += float(F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1).sum())
+        return total / max(n, 1)
 
     def fit(self) -> None:
         cfg, state = self.cfg, self.state
@@ -268,7 +299,6 @@ class FineTuneRun:
 
     def finish(self):
         """The EMA into the weights, the model (or LoRA) and manifests saved, the report written."""
-        from ..models.lora import base_spec_for_saving, save_lora
         from .finetune_report import training_report
 
         cfg, stage = self.cfg, self.stage
@@ -280,14 +310,7 @@ class FineTuneRun:
             self.private.close()
         for mod in (m.unet, m.text_encoder):
             mod.eval()
-        if "lora" in cfg.trainable:
-            save_lora(stage, m.unet, base=base_spec_for_saving(cfg.model), rank=cfg.lora_rank,
-                      alpha=cfg.lora_alpha or cfg.lora_rank, targets=cfg.lora_targets)
-        else:
-            for name, weights in self.frozen_fp32.items():
-                getattr(m, name).to(dtype=torch.float32).load_state_dict(weights)
-            with quiet_hub_bars():
-                m.pipeline.save_pretrained(str(stage), safe_serialization=True)
+        save_weights(stage, m, cfg, self.frozen_fp32)
         if self.private is not None:
             from .private.record import write_privacy
 
@@ -304,4 +327,19 @@ class FineTuneRun:
         return report
 
 
-__all__ = ["FineTuneRun"]
+def save_weights(stage: Path, model: DiffusionModel, cfg, frozen_fp32: dict | None = None) -> None:
+    """The trained ``model`` into ``stage``: its LoRA (with ``lora.json``) under ``--trainable lora``,
+    else the whole pipeline (the frozen modules' fp32 weights ``frozen_fp32`` put back first)."""
+    from ..models.lora import base_spec_for_saving, save_lora
+
+    if "lora" in cfg.trainable:
+        save_lora(stage, model.unet, base=base_spec_for_saving(cfg.model), rank=cfg.lora_rank,
+                  alpha=cfg.lora_alpha or cfg.lora_rank, targets=cfg.lora_targets)
+        return
+    for name, weights in (frozen_fp32 or {}).items():
+        getattr(model, name).to(dtype=torch.float32).load_state_dict(weights)
+    with quiet_hub_bars():
+        model.pipeline.save_pretrained(str(stage), safe_serialization=True)
+
+
+__all__ = ["FineTuneRun", "EVAL_STEP", "save_weights"]

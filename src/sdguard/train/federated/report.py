@@ -1,0 +1,114 @@
+"""The report of a ``sdguard federate`` run: rounds, clients' shares, client-level privacy, samples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...report import Report, auto_scale, make_grid, png_bytes
+from ...report.plots import line_plot
+from ..data import MEMBERS, NONMEMBERS
+
+MECHANISMS = {"server": "central DP, clipping on the server (Flower's DifferentialPrivacyServerSideFixedClipping)",
+              "client": "central DP, clipping on the clients (Flower's DifferentialPrivacyClientSideFixedClipping + "
+                        "fixedclipping_mod)",
+              "local": "local DP (Flower's LocalDpMod: each client clips and noises its own update)"}
+
+
+def privacy_summary(server) -> dict | None:
+    """The client-level guarantee in ``privacy.json``'s keys (None without ``--client-dp``)."""
+    from .server import central_noise, local_noise
+
+    cfg = server.cfg
+    if cfg.client_dp == "off":
+        return None
+    curve = [[r["round"], r["epsilon"]] for r in server.rounds if r.get("epsilon") is not None]
+    released = sum(1 for r in server.rounds if r["aggregated"])
+    sigma = central_noise(cfg) if cfg.client_dp != "local" else local_noise(cfg)
+    return {"epsilon": curve[-1][1] if curve else 0.0, "delta": cfg.delta, "accountant": cfg.accountant,
+            "noise_multiplier": sigma, "sample_rate": 1.0, "steps": released,
+            "unit": "client" if cfg.client_dp != "local" else "client (local DP, per client)",
+            "units": len(server.clients), "max_grad_norm": cfg.update_clip, "target_epsilon": cfg.client_epsilon,
+            "source": MECHANISMS[cfg.client_dp], "epsilon_curve": curve, "secure_mode": False}
+
+
+def federated_report(server, trained, samples_after, privacy: dict | None) -> Report:
+    cfg, rounds = server.cfg, server.rounds
+    report = Report("federate", cfg)
+    report.models["base"] = {"spec": cfg.model, "fingerprint": server.base_fingerprint}
+    report.add_model("trained", trained)
+    members = sum(len(c["members"]) for c in server.clients)
+    shares = [{"client": c["partition"], "node": c["node"], "records": len(c["members"]),
+               "share": round(len(c["members"]) / members, 4) if members else 0.0,
+               "holdout": len(c["nonmembers"]), "skipped": c["skipped"].get("total", 0)} for c in server.clients]
+    if cfg.partition != "iid":
+        from ...data.captions import KeywordFilter
+
+        kind, arg = cfg.partition_scheme()
+        if kind == "keyword":
+            f = KeywordFilter((arg,))
+            for row, c in zip(shares, server.clients):
+                row["key_records"] = sum(f.matches(r["text"]) for r in c["members"])
+    released = [r for r in rounds if r["aggregated"]]
+    t = server.trainable.describe()
+    report.results = {
+        "clients": len(server.clients), "rounds": len(rounds), "rounds_aggregated": len(released),
+        "local_steps": cfg.local_steps, "local_batch": cfg.batch_size, "strategy": cfg.strategy,
+        "proximal_mu": cfg.proximal_mu if cfg.strategy == "fedprox" else None, "partition": cfg.partition,
+        "shares": shares, "members": members, "nonmembers": sum(len(c["nonmembers"]) for c in server.clients),
+        "trainable": t, "client_dp": cfg.client_dp, "secagg": {"shares": cfg.secagg_shares, "threshold":
+                                                               cfg.secagg_threshold} if cfg.secagg else None,
+        "privacy": privacy, "round_log": rounds,
+        "train_loss_last": released[-1]["train_loss"] if released else None,
+        "eval_loss_first": next((r.get("eval_loss") for r in rounds if r.get("eval_loss") is not None), None),
+        "eval_loss_last": next((r.get("eval_loss") for r in reversed(rounds) if r.get("eval_loss") is not None), None),
+        "failures": [{"round": r["round"], **f} for r in rounds for f in r["failed"]],
+    }
+    report.artifacts = (["pytorch_lora_weights.safetensors", "lora.json"] if "lora" in cfg.trainable else
+                        ["model_index.json", "unet/", "vae/", "text_encoder/", "tokenizer/", "scheduler/"]) + \
+        [MEMBERS, NONMEMBERS, "rounds.jsonl"] + (["privacy.json"] if privacy is not None else [])
+    report.section("Clients", f"{len(shares)} clients, partition {cfg.partition}", table=shares)
+    table = [{"round": r["round"], "sampled": r["sampled"], "replies": r["replies"],
+              "failed": "; ".join(f"node {f['node']}: {f['reason']}" for f in r["failed"]) or "-",
+              "updated": r["aggregated"], "train loss": _round(r["train_loss"]), "global loss": _round(r.get("eval_loss")),
+              "epsilon": _round(r.get("epsilon"))} for r in rounds]
+    report.section("Rounds", f"{len(released)} of {len(rounds)} rounds updated the global model", table=table)
+    series = {"clients' training loss": ([r["round"] for r in released], [r["train_loss"] for r in released])}
+    evals = [r for r in rounds if r.get("eval_loss") is not None]
+    if evals:
+        series["global model's loss (fixed draws)"] = ([r["round"] for r in evals], [r["eval_loss"] for r in evals])
+    if released:
+        report.section("Loss per round", "", figures=[(line_plot(series, title="loss per round", xlabel="round",
+                                                                 ylabel="MSE"), "loss per round")])
+    if privacy is not None:
+        curve = privacy["epsilon_curve"]
+        report.section("Client-level differential privacy", f"({privacy['epsilon']:.3g}, {cfg.delta:g})-DP per client "
+                       f"({privacy['source']}; {cfg.accountant} accountant, noise multiplier "
+                       f"{privacy['noise_multiplier']:.4g}, update clip {cfg.update_clip:g}, no sampling amplification)",
+                       figures=[(line_plot({"epsilon": ([c[0] for c in curve], [c[1] for c in curve])},
+                                           title="client-level epsilon", xlabel="round", ylabel="epsilon"),
+                                 "epsilon per round")] if curve else [])
+    if samples_after is not None:
+        scale = auto_scale(samples_after.images.shape[1])
+        both = np.concatenate([server.samples_before.images, samples_after.images])
+        report.section("Samples of training captions, before and after (seed 0)", "top: the base model; bottom: the "
+                       "global model. " + "; ".join(server.sample_prompts),
+                       figures=[(png_bytes(make_grid(both, len(server.sample_prompts), scale)), "before / after")])
+    report.summary = [f"{len(shares)} clients, {len(released)}/{len(rounds)} rounds aggregated ({cfg.strategy}, "
+                      f"{cfg.partition}), {t['parameters']:,} parameters ({', '.join(t['groups'])})"]
+    if report.results["eval_loss_last"] is not None:
+        report.summary.append(f"global loss {report.results['eval_loss_first']:.4f} -> "
+                              f"{report.results['eval_loss_last']:.4f}")
+    if privacy is not None:
+        report.summary.append(f"client-level DP: epsilon {privacy['epsilon']:.3g} at delta {cfg.delta:g} ({cfg.client_dp})")
+    if report.results["failures"]:
+        report.summary.append(f"{len(report.results['failures'])} client failure(s): see Rounds")
+    return report
+
+
+def _round(v):
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else round(float(v), 5)
+
+
+__all__ = ["federated_report", "privacy_summary"]

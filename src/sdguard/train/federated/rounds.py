@@ -1,0 +1,110 @@
+"""The record of a federated run's rounds: a wrapper strategy around the (DP-wrapped) one.
+
+Flower's strategies log a round's replies and failures but keep only the aggregated metrics.
+:class:`RoundRecorder` wraps the strategy unchanged (as Flower's own DP wrappers do) and keeps, per
+round, which nodes were sampled, which replied, which failed and why, the clients' losses, whether
+the model was updated, and the client-level epsilon spent so far; after each round it calls
+``on_round`` (the server's checkpoint). Before sampling it waits at most ``--round-timeout`` for
+enough connected nodes, so a federation that lost its clients ends with a sentence, not a hang.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flwr.serverapp.strategy import Strategy
+
+from ...core.errors import SdguardError
+
+
+class FederationError(SdguardError):
+    """The federation could not go on (too few clients answered within the timeout)."""
+
+
+def wait_for_nodes(grid, needed: int, timeout: float, what: str) -> list[int]:
+    """The connected node ids once at least ``needed`` are (polled each 0.5 s for ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < needed:
+        if time.monotonic() > deadline:
+            raise FederationError(f"{what}: {len(nodes)} client(s) connected within --round-timeout {timeout:g} s, "
+                                  f"{needed} needed")
+        time.sleep(0.5)
+    return nodes
+
+
+def reply_error(msg) -> str | None:
+    if not msg.has_error():
+        return None
+    err = msg.error
+    return f"{getattr(err, 'reason', err)} (code {getattr(err, 'code', '?')})"
+
+
+class RoundRecorder(Strategy):
+    """A Flower strategy that delegates to ``inner`` and records every round (see the module).
+    Under central client-level DP a round is released only if every sampled client replied: the
+    noise is calibrated to the sampled count (Flower's strict accounting rule)."""
+
+    def __init__(self, inner, cfg, offset: int = 0, epsilon_at=None, on_round=None):
+        super().__init__()
+        self.inner, self.cfg, self.offset = inner, cfg, offset
+        self.epsilon_at, self.on_round = epsilon_at, on_round
+        self.rounds: list[dict] = []
+        self._sampled: dict[int, list[int]] = {}
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    def configure_train(self, server_round, arrays, config, grid):
+        wait_for_nodes(grid, self.cfg.needed, self.cfg.round_timeout, f"round {server_round + self.offset}")
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._sampled[server_round] = [m.metadata.dst_node_id for m in messages]
+        return messages
+
+    def aggregate_train(self, server_round, replies):
+        replies = list(replies)
+        sampled = self._sampled.pop(server_round, [])
+        ok = [m for m in replies if not m.has_error()]
+        failed = {m.metadata.src_node_id: reply_error(m) for m in replies if m.has_error()}
+        answered = {m.metadata.src_node_id for m in replies}
+        for node in sampled:
+            if node not in answered:
+                failed[node] = f"no reply within --round-timeout {self.cfg.round_timeout:g} s"
+        row = {"round": server_round + self.offset, "sampled": len(sampled), "replies": len(ok),
+               "failed": [{"node": int(n), "reason": r} for n, r in failed.items()], "aggregated": False}
+        arrays, metrics = None, None
+        needed = len(sampled) if self.cfg.client_dp in ("server", "client") else self.cfg.needed
+        if len(ok) >= needed:
+            arrays, metrics = self.inner.aggregate_train(server_round, ok)
+        row["aggregated"] = arrays is not None
+        if not row["aggregated"]:
+            row["note"] = (f"{len(ok)} of {len(sampled)} sampled client(s) replied, {needed} needed: the "
+                           f"model was not updated" if len(ok) < needed else
+                           "the strategy did not aggregate (see the server log)")
+        losses = [float(m.content["metrics"]["train_loss"]) for m in ok if "metrics" in m.content]
+        row["train_loss"] = sum(losses) / len(losses) if losses else None
+        row["client_losses"] = {str(m.metadata.src_node_id): float(m.content["metrics"]["train_loss"])
+                                for m in ok if "metrics" in m.content}
+        released = sum(1 for r in self.rounds if r["aggregated"]) + row["aggregated"]
+        row["epsilon"] = self.epsilon_at(released) if self.epsilon_at is not None else None
+        self.rounds.append(row)
+        if self.on_round is not None:
+            self.on_round(row, arrays)
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round, replies):
+        replies = [m for m in replies if not m.has_error()]
+        pairs = [(float(m.content["metrics"]["eval_loss"]), float(m.content["metrics"]["num-examples"]))
+                 for m in replies if "metrics" in m.content]
+        pairs = [(v, w) for v, w in pairs if w > 0 and math.isfinite(v)]
+        if self.rounds and self.rounds[-1]["round"] == server_round + self.offset:
+            total = sum(w for _, w in pairs)
+            self.rounds[-1]["eval_loss"] = sum(v * w for v, w in pairs) / total if total else None
+            self.rounds[-1]["eval_records"] = int(total)
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+
+__all__ = ["RoundRecorder", "FederationError", "wait_for_nodes"]

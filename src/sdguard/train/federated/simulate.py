@@ -1,0 +1,82 @@
+"""``sdguard federate simulate``: every client on this machine, in Flower's simulation engine.
+
+Flower's ``run_simulation`` (Ray backend) starts one virtual SuperNode per client, runs the
+ServerApp in a thread of this process and the ClientApps in Ray workers; ``--workers`` of them at
+once (each given ``cpu_count / workers`` CPUs and torch threads; on a GPU machine, give each a GPU
+share through ``client_resources`` instead, e.g. 0.25 for four clients per GPU). Each worker keeps
+one model and the encoded partitions it has served (see :mod:`.client`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+from ...core.config import build
+from ...core.errors import require
+from .options import FederateConfig
+
+
+def simulate(*args: Any, progress: bool | None = None, **values: Any):
+    """Federated fine-tuning of ``model`` over ``--clients`` simulated clients (``simulate(model,
+    dataset, out, clients=10, rounds=5)`` or ``simulate(FederateConfig(...))``); returns the report."""
+    cfg = build(FederateConfig, args, values)
+    require("flwr", "fl", "federated training")
+    require("ray", "fl", "Flower's simulation engine (pip install 'flwr[simulation]')")
+    preflight(cfg)
+    from flwr.simulation import run_simulation
+
+    from .client import make_client_app
+    from .server import make_server_app
+
+    text = cfg.model_dump_json()
+    outcome: dict = {}
+    workers = min(cfg.workers or os.cpu_count() or 1, cfg.clients)
+    cpus = max(1, (os.cpu_count() or 1) // workers)
+    # Ray's local workers inherit this process's environment (Flower sets Ray's runtime_env itself)
+    env = {"SDGUARD_CLIENT_THREADS": str(cpus), "OMP_NUM_THREADS": str(cpus), "FLWR_TELEMETRY_ENABLED": "0"}
+    backend = {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
+               "init_args": {"num_cpus": workers * cpus, "include_dashboard": False, "log_to_driver": False}}
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    with _environment(env):
+        run_simulation(server_app=make_server_app(text, outcome), client_app=make_client_app(text),
+                       num_supernodes=cfg.clients, backend_name="ray", backend_config=backend)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "report" not in outcome:
+        from .rounds import FederationError
+
+        raise FederationError("the simulation ended without a result (see Flower's log above)")
+    return outcome["report"]
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def preflight(cfg) -> None:
+    """The checks a run can make before any process starts: the dataset opens and ``--partition``
+    leaves every client a record (each with one sentence; the model is checked by the server,
+    which loads it first)."""
+    from ...data.datasets import open_dataset
+    from ..data import split_holdout
+    from .partitions import partition
+
+    ds = open_dataset(cfg.dataset)
+    members, _ = split_holdout(ds.entries(), cfg.holdout, cfg.seed)
+    partition(cfg, ds, members)
+
+
+__all__ = ["simulate", "preflight"]
