@@ -175,12 +175,40 @@ def _train(msg, context, text):
     from flwr.app import MetricRecord
 
     trainer = trainer_for(context, text)
-    cfg, conf = trainer.cfg, msg.content["config"]
+    cfg = trainer.cfg
+    if cfg.secagg:
+        return _train_legacy(msg, trainer)
+    conf = msg.content["config"]
     out = trainer.fit(msg.content["arrays"], int(conf["server-round"]) + int(conf.get("round-offset", 0)),
                       float(conf.get("proximal-mu", 0.0)))
     weight = 1 if cfg.client_dp != "off" else out["records"]
     metrics = MetricRecord({"train_loss": out["train_loss"], "records": out["records"], "num-examples": weight})
     return _reply(msg, arrays=trainer.arrays(), metrics=metrics)
+
+
+def _train_legacy(msg, trainer):
+    """The train step in the legacy ``fitins``/``fitres`` records that SecAgg+ speaks (:mod:`.secure`)."""
+    from flwr.app import Array, ArrayRecord, Message
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    from ...core.errors import InputError
+    from .secure import CLIPPING_RANGE
+
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    names = list(trainer.run.trainable.params)
+    arrays = ArrayRecord(OrderedDict((k, Array(a)) for k, a in zip(names, parameters_to_ndarrays(fitins.parameters))))
+    conf = fitins.config
+    out = trainer.fit(arrays, int(conf["server-round"]) + int(conf.get("round-offset", 0)),
+                      float(conf.get("proximal-mu", 0.0)))
+    tensors = [a.numpy() for a in trainer.arrays().values()]
+    peak = max(float(np.abs(t).max()) for t in tensors)
+    if peak > CLIPPING_RANGE:
+        raise InputError.bad("--secagg", True, f"cannot carry a weight of magnitude {peak:.3g}: SecAgg+ clips at "
+                             f"+-{CLIPPING_RANGE:g}")
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(tensors), out["records"],
+                 {"train_loss": out["train_loss"], "records": out["records"]})
+    return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 
 def _evaluate(msg, context, text):

@@ -90,9 +90,9 @@ class FederateConfig(TrainConfig):
             if self.secagg_threshold > self.secagg_shares:
                 raise InputError.bad("--secagg-threshold", self.secagg_threshold,
                                      f"exceeds --secagg-shares ({self.secagg_shares})")
-            if self.client_dp in ("server", "local"):
-                raise InputError.bad("--secagg", True, f"hides each update from the server, which --client-dp "
-                                     f"{self.client_dp} needs to see; use --client-dp client")
+            if self.client_dp != "off":
+                raise InputError.bad("--secagg", True, f"with --client-dp {self.client_dp} is not supported: Flower 1.42's "
+                                     "SecAgg+ runs on the legacy strategy API, its DP wrappers on the new one")
         self.partition_scheme()
         return self
 

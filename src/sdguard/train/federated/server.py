@@ -163,7 +163,7 @@ class FederatedServer:
                                  "nonmembers": json.loads(str(rec["nonmembers"])),
                                  "skipped": json.loads(str(rec["skipped"]))})
 
-    def train(self, grid, start) -> None:
+    def train(self, grid, start, context) -> None:
         """``--rounds`` rounds (those left after a resume) through ``start`` (the plain or SecAgg+ loop)."""
         from .rounds import RoundRecorder
 
@@ -174,8 +174,10 @@ class FederatedServer:
         random.seed(cfg.seed * 1009 + done)  # Flower samples clients with the module's RNG
         recorder = RoundRecorder(make_strategy(cfg), cfg, offset=done, epsilon_at=lambda k: epsilon_after(
             cfg, k + sum(1 for r in self.rounds[:done] if r["aggregated"])), on_round=self.checkpoint)
-        start(recorder, grid, self.arrays(), cfg.rounds - done, {"round-offset": done, "proximal-mu":
-                                                                   cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0})
+        config = {"round-offset": done, "proximal-mu": cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0}
+        if cfg.secagg:  # every weight <= 1 (see .secure)
+            config["max-weight"] = float(max(len(c["members"]) for c in self.clients))
+        start(recorder, grid, self.arrays(), cfg.rounds - done, config, context)
 
     def finish(self):
         """The final global model saved, the manifests, the privacy record and the report."""
@@ -213,7 +215,7 @@ class FederatedServer:
                                    steps=self.cfg.sample_steps, batch_size=8)
 
 
-def plain_start(recorder, grid, arrays, rounds: int, train_config: dict) -> None:
+def plain_start(recorder, grid, arrays, rounds: int, train_config: dict, context) -> None:
     """Flower's ``Strategy.start`` loop (no secure aggregation)."""
     from flwr.app import ConfigRecord
 
@@ -221,7 +223,7 @@ def plain_start(recorder, grid, arrays, rounds: int, train_config: dict) -> None
                    train_config=ConfigRecord(train_config), evaluate_config=ConfigRecord(train_config))
 
 
-def serve_run(cfg, grid, progress: bool | None = None):
+def serve_run(cfg, grid, context, progress: bool | None = None):
     """One federated run on ``grid`` (a ServerApp's), into ``cfg.out``; returns the report."""
     from ...core.config import output_for
 
@@ -235,7 +237,7 @@ def serve_run(cfg, grid, progress: bool | None = None):
         if not server.clients:
             server.ask_members(grid)
         server.sample_before()
-        server.train(grid, start)
+        server.train(grid, start, context)
         return server.finish()
 
 
@@ -250,7 +252,7 @@ def make_server_app(config: str | None = None, outcome: dict | None = None):
     @app.main()
     def _main(grid, context) -> None:
         try:
-            report = serve_run(config_of(context, config), grid)
+            report = serve_run(config_of(context, config), grid, context)
         except BaseException as exc:  # handed to the caller, which raises it
             if outcome is None:
                 raise
