@@ -30,11 +30,13 @@ def _register_groups() -> None:
     from . import harden  # noqa: F401  (registers `sdguard erase`)
     from .audit import audit_app
     from .data import data_app
+    from .federate import federate_app
     from .model import model_app
 
     app.add_typer(audit_app, name="audit")
     app.add_typer(data_app, name="data")
     app.add_typer(model_app, name="model")
+    app.add_typer(federate_app, name="federate")
 
 
 def done(report, out_dir: str) -> None:

@@ -1,0 +1,260 @@
+"""`sdguard federate` (issue 18): partitions, client-level DP accounting against Flower's own
+accountant, a simulated federation whose saved model is the final aggregate, SecAgg+ equal to
+FedAvg, a real SuperLink + 3 SuperNodes with one killed mid-round, and bad input refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+pytest.importorskip("peft")
+
+from sdguard.core.errors import InputError  # noqa: E402
+from sdguard.train.federated.options import FederateConfig  # noqa: E402
+
+MODEL = "builtin:tiny-random"
+BASE = dict(model=MODEL, trainable=["attention"], rounds=2, local_steps=2, batch_size=4, samples=0, lr=1e-3,
+            workers=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from other_world import write_other_world
+
+    root = tmp_path_factory.mktemp("fl") / "data"
+    write_other_world(root, n=36, seed=2)
+    return root
+
+
+def _cfg(data, tmp_path, **values) -> FederateConfig:
+    from sdguard.core.config import validate
+
+    return validate(FederateConfig, **{**BASE, "dataset": str(data), "out": str(tmp_path / "out"), "clients": 3, **values})
+
+
+def _members(data):
+    from sdguard.data.datasets import open_dataset
+
+    ds = open_dataset(str(data))
+    return ds, ds.entries()
+
+
+def test_partitions_split_every_record_once_and_keep_keys_together(data, tmp_path):
+    from sdguard.train.federated.partitions import partition
+
+    ds, entries = _members(data)
+    iid = partition(_cfg(data, tmp_path), ds, entries)
+    assert sorted(np.concatenate(iid.parts).tolist()) == list(range(len(entries)))
+    assert max(map(len, iid.parts)) - min(map(len, iid.parts)) <= 1
+    word = entries.texts[0].split()[-1]
+    key = partition(_cfg(data, tmp_path, partition=f"keyword:{word}"), ds, entries)
+    from sdguard.data.captions import KeywordFilter
+
+    hits = {i for i, t in enumerate(entries.texts) if KeywordFilter((word,)).matches(t)}
+    assert hits and hits <= set(key.parts[0].tolist())  # every keyword record on client 0
+    assert key.describe()["clients"][0]["key_records"] == len(hits)
+    assert all(c["key_records"] == 0 for c in key.describe()["clients"][1:])
+    assert sorted(np.concatenate(key.parts).tolist()) == list(range(len(entries)))
+
+
+@pytest.mark.parametrize("values, argument", [
+    ({"clients": 1000}, "--clients"),
+    ({"partition": "keyword:zebracorn"}, "--partition"),
+    ({"partition": "shards"}, "--partition"),
+])
+def test_bad_partitions_are_one_sentence(values, argument, data, tmp_path):
+    from sdguard.train.federated.partitions import partition
+
+    ds, entries = _members(data)
+    with pytest.raises(InputError) as exc:
+        partition(_cfg(data, tmp_path, **values), ds, entries)
+    assert str(exc.value).startswith(argument)
+
+
+@pytest.mark.parametrize("values, argument", [
+    ({"dp": True, "noise_multiplier": 1.0}, "--dp"),
+    ({"client_dp": "server"}, "--client-dp"),
+    ({"client_epsilon": 4.0}, "--client-epsilon"),
+    ({"secagg": True, "client_dp": "client", "update_noise": 1.0}, "--secagg"),
+    ({"min_clients": 9}, "--min-clients"),
+])
+def test_bad_federation_options_are_one_sentence(values, argument, data, tmp_path):
+    with pytest.raises(InputError) as exc:
+        _cfg(data, tmp_path, **values)
+    assert str(exc.value).startswith(argument)
+
+
+def test_client_level_epsilon_agrees_with_flowers_accountant(data, tmp_path):
+    """sdguard's per-round epsilon (Opacus RDP, no sampling amplification) against Flower 1.42's
+    RdpAccountant (dp-accounting underneath) for the same Gaussian releases."""
+    from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
+    from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
+
+    from sdguard.train.federated.server import epsilon_after
+
+    cfg = _cfg(data, tmp_path, client_dp="server", update_noise=1.0, accountant="rdp", rounds=4)
+    acc = RdpAccountant(PrivacyConfig(target_delta=cfg.delta, population_size=3,
+                                      neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                                      sampling_method=SamplingMethod.NO_AMPLIFICATION))
+    for r in range(1, 5):
+        acc.compose(GaussianPrivacyEvent(noise_multiplier=1.0, sample_size=3, population_size=3))
+        theirs, ours = acc.get_privacy_spent().epsilon, epsilon_after(cfg, r)
+        assert abs(ours - theirs) / theirs < 0.03, (r, ours, theirs)
+    assert epsilon_after(cfg, 4) > epsilon_after(cfg, 1) > 0
+
+
+@pytest.mark.parametrize("mechanism", ["server", "client"])
+def test_a_target_epsilon_solves_the_noise_and_wraps_the_strategy(mechanism, data, tmp_path):
+    from flwr.serverapp import strategy as fs
+
+    from sdguard.train.federated.server import epsilon_after, make_strategy
+
+    cfg = _cfg(data, tmp_path, client_dp=mechanism, client_epsilon=8.0, rounds=5)
+    s = make_strategy(cfg)
+    kind = fs.DifferentialPrivacyServerSideFixedClipping if mechanism == "server" else \
+        fs.DifferentialPrivacyClientSideFixedClipping
+    assert isinstance(s, kind) and isinstance(s.strategy, fs.FedAvg)
+    assert s.clipping_norm == cfg.update_clip and s.num_sampled_clients == 3
+    assert epsilon_after(cfg, 5) <= 8.0 + 1e-6 and epsilon_after(cfg, 5) > 7.0  # spends the target, not far below
+
+
+def _tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def plain_run(data, tmp_path_factory):
+    from sdguard.train.federated import simulate
+
+    out = tmp_path_factory.mktemp("plain") / "out"
+    return out, simulate(**{**BASE, "dataset": str(data), "out": str(out), "clients": 3, "rounds": 2})
+
+
+def test_simulation_saves_the_final_aggregate_and_the_union_of_members(plain_run, data):
+    """Flower's own SD example saves the adapter captured before training; here the saved UNet
+    must give exactly the loss the clients measured on the final global tensors."""
+    from sdguard.train.finetune import TrainConfig, make_accelerator
+    from sdguard.train.finetune_run import FineTuneRun
+
+    out, report = plain_run
+    rounds = report.results["round_log"]
+    assert [r["aggregated"] for r in rounds] == [True, True] and all(r["replies"] == 3 for r in rounds)
+    members = [json.loads(line) for line in (out / "members.jsonl").read_text().splitlines()]
+    assert sorted(m["row"] for m in members) == list(range(36))
+    assert sum(s["records"] for s in report.results["shares"]) == 36
+    saved, base = _tensors(out), _tensors(Path(str(out)))  # noqa: F841
+    run = FineTuneRun(TrainConfig(model=str(out), dataset=str(data), out=str(out / "x"), trainable=["attention"],
+                                  steps=1, samples=0), make_accelerator("no"), progress=False)
+    run.prepare()
+    assert run.eval_loss() == pytest.approx(rounds[-1]["eval_loss"], rel=1e-4)
+    from sdguard.models.adapter import DiffusionModel
+
+    before = DiffusionModel.load(MODEL).unet.state_dict()
+    moved = [k for k in saved if "attn" in k and not np.allclose(saved[k].numpy(), before[k].numpy())]
+    assert moved, "the saved UNet is the base one"
+    assert (out / "rounds.jsonl").is_file() and (out / "report.html").is_file()
+
+
+def test_secagg_plus_aggregate_equals_plain_fedavg(plain_run, data, tmp_path):
+    from sdguard.train.federated import simulate
+
+    out, _ = plain_run
+    report = simulate(**{**BASE, "dataset": str(data), "out": str(tmp_path / "sec"), "clients": 3, "rounds": 2,
+                         "secagg": True})
+    assert all(r["aggregated"] and r.get("secagg") for r in report.results["round_log"])
+    plain, secure = _tensors(out), _tensors(tmp_path / "sec")
+    diff = max(float((plain[k] - secure[k]).abs().max()) for k in plain)
+    moved = max(float((plain[k] - _tensors(out)[k]).abs().max()) for k in plain)
+    assert diff < 1e-4 and moved == 0.0
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_superlink_and_three_supernodes_survive_a_killed_node(data, tmp_path):
+    """A real deployment on loopback: `federate serve`, 3 x `federate client`, `federate run`; one
+    SuperNode is SIGKILLed in round 2, which aggregates the other two (--min-clients 2) and names it."""
+    from sdguard.train.federated.deploy import free_port
+
+    sdguard = str(Path(sys.executable).parent / "sdguard")
+    env = dict(os.environ, OMP_NUM_THREADS="1", SDGUARD_NO_PROGRESS="1")
+    port, procs, logs = free_port(), {}, {}
+
+    def spawn(name, *args):
+        logs[name] = tmp_path / f"{name}.log"
+        procs[name] = subprocess.Popen([sdguard, "federate", *args], env=env, stdout=open(logs[name], "wb"),
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+
+    try:
+        spawn("link", "serve", "--port", port)
+        deadline = time.monotonic() + 60
+        while not _port_open(port):
+            assert time.monotonic() < deadline and procs["link"].poll() is None, "the SuperLink did not start"
+            time.sleep(0.2)
+        for i in range(3):
+            spawn(f"node{i}", "client", "--superlink", f"127.0.0.1:{port}", "--partition-id", i, "--num-partitions", 3)
+        out = tmp_path / "out"
+        spawn("run", "run", MODEL, "--dataset", data, "--out", out, "--clients", 3, "--rounds", 2, "--local-steps", 2,
+              "--batch-size", 4, "--trainable", "attention", "--samples", 0, "--min-clients", 2, "--round-timeout", 45,
+              "--eval-records", 0, "--superlink", f"127.0.0.1:{port}")
+        killed, deadline = False, time.monotonic() + 400
+        while procs["run"].poll() is None:
+            assert time.monotonic() < deadline, "the federated run did not end"
+            if not killed and logs["node2"].read_text(errors="ignore").count("Receiving: train message") >= 2:
+                os.kill(procs["node2"].pid, signal.SIGKILL)
+                killed = True
+            time.sleep(0.3)
+        assert procs["run"].returncode == 0, logs["run"].read_text()[-2000:]
+        assert killed
+        report = json.loads((out / "report.json").read_text())
+        second = report["results"]["round_log"][1]
+        node2 = [f for f in second["failed"]]
+        assert node2 and "no reply" in node2[0]["reason"] or "Node Unavailable" in node2[0]["reason"]
+        if second["aggregated"]:
+            assert second["replies"] >= 2
+        else:
+            assert "not updated" in second["note"]
+        from sdguard.models.adapter import DiffusionModel
+
+        assert DiffusionModel.load(str(out)).unet is not None
+        assert any(r["aggregated"] for r in report["results"]["round_log"])
+    finally:
+        for p in procs.values():
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(10)
+
+
+def test_a_superlink_that_does_not_answer_is_one_sentence(run_cli, data, tmp_path):
+    from sdguard.train.federated.deploy import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    code, _out, err = run_cli("federate", "run", MODEL, "--dataset", data, "--out", tmp_path / "o", "--superlink", dead)
+    assert code == 2 and "--superlink" in err and "does not answer" in err
+    code, _out, err = run_cli("federate", "client", "--superlink", dead)
+    assert code == 2 and "does not answer" in err
+    assert time.monotonic() - t0 < 30
+
+
+def test_cli_refuses_more_clients_than_records(run_cli, data, tmp_path):
+    code, _out, err = run_cli("federate", "simulate", MODEL, "--dataset", data, "--out", tmp_path / "o",
+                              "--clients", 500)
+    assert code == 2 and "--clients" in err and "36 training record" in err
+    assert not (tmp_path / "o").exists()
