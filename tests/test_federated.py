@@ -196,7 +196,7 @@ def test_superlink_and_three_supernodes_survive_a_killed_node(data, tmp_path):
 
     def spawn(name, *args):
         logs[name] = tmp_path / f"{name}.log"
-        procs[name] = subprocess.Popen([sdguard, "federate", *args], env=env, stdout=open(logs[name], "wb"),
+        procs[name] = subprocess.Popen([sdguard, "federate", *map(str, args)], env=env, stdout=open(logs[name], "wb"),
                                        stderr=subprocess.STDOUT, start_new_session=True)
 
     try:

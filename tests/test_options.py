@@ -28,12 +28,16 @@ CHOICES = {
     ("MemorizationConfig", "suite"): "world",  # --dataset is a world's folder
     ("MemorizationConfig", "detector"): ["anisotropy"],
     ("TrainConfig", "grad_sample_mode"): "functorch",  # ghost clipping refuses group units
+    ("FederateConfig", "batch_size"): 12,
+    ("FederateConfig", "partition"): "keyword:starry",
 }
 
-# options that exclude one another: the first pass sets the one named as the value, a second pass
-# sets the key in its place
+# options that exclude one another: the first pass leaves out every swap's keys; each swap then runs a
+# pass that sets its keys in place of the fields they exclude
 ALTERNATIVES = {
-    "TrainConfig": {"noise_multiplier": "target_epsilon", "group_column": "groups"},
+    "TrainConfig": [{"noise_multiplier": ["target_epsilon"], "group_column": ["groups"]}],
+    "FederateConfig": [{"update_noise": ["client_epsilon"]},
+                       {"secagg": ["client_dp", "client_epsilon"]}],  # SecAgg+ runs without client-level DP
 }
 
 # each command's library function (the Python API twin)
@@ -50,6 +54,10 @@ LIBRARY = {
     "data make-world": "sdguard.data.world:make_world",
     "model train-tiny": "sdguard.train:train_tiny",
     "train": "sdguard.train:train",
+    "federate simulate": "sdguard.train.federated:simulate",
+    "federate run": "sdguard.train.federated.deploy:run_deployed",
+    "federate serve": "sdguard.train.federated.deploy:serve",
+    "federate client": "sdguard.train.federated.deploy:node",
 }
 
 
@@ -153,13 +161,14 @@ def _argv(cls, values):
 def test_every_option_is_settable_from_the_cli_and_the_python_api(command, monkeypatch, capsys):
     fn = COMMANDS[command]
     cls: type[RunConfig] = fn.config
-    swaps = ALTERNATIVES.get(cls.__name__, {})
+    swaps = ALTERNATIVES.get(cls.__name__, [])
     fields = cli_fields(cls)
     assert fields, f"{command}: its config has no field"
-    first = [n for n in fields if n not in swaps]
+    first = [n for n in fields if not any(n in swap for swap in swaps)]
     _settable(command, fn, cls, first, monkeypatch, capsys)
-    if swaps:
-        _settable(command, fn, cls, [n for n in first if n not in swaps.values()] + list(swaps), monkeypatch, capsys)
+    for swap in swaps:
+        excluded = {f for replaced in swap.values() for f in replaced}
+        _settable(command, fn, cls, [n for n in first if n not in excluded] + list(swap), monkeypatch, capsys)
 
 
 def _settable(command, fn, cls, fields, monkeypatch, capsys):

@@ -58,6 +58,18 @@ class FederateConfig(TrainConfig):
                             "API; client: its Fleet API)")
     workers: int | None = option(None, ge=1, le=1024, help="simulate: clients trained at once (default: the CPU count)")
 
+    # record-level DP-SGD (`sdguard train --dp`) is not run inside the clients: these are not options
+    # here (the Python API still refuses dp=True with one sentence); --delta and --accountant serve
+    # client-level DP
+    dp: bool = option(False, cli=False, help="not used: see --client-dp")
+    target_epsilon: float | None = option(None, gt=0, cli=False, help="not used: see --client-epsilon")
+    noise_multiplier: float | None = option(None, gt=0, cli=False, help="not used: see --update-noise")
+    max_grad_norm: float = option(1.0, gt=0, cli=False, help="not used: see --update-clip")
+    grad_sample_mode: Literal["hooks", "functorch", "ew", "ghost"] = option("hooks", cli=False, help="not used")
+    privacy_unit: Literal["image", "group"] = option("image", cli=False, help="not used: the unit is the client")
+    groups: str | None = option(None, cli=False, help="not used")
+    group_column: str | None = option(None, cli=False, help="not used")
+
     @model_validator(mode="before")
     @classmethod
     def _steps(cls, values):
