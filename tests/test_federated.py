@@ -215,15 +215,15 @@ def test_superlink_and_three_supernodes_survive_a_killed_node(data, tmp_path):
         while procs["run"].poll() is None:
             assert time.monotonic() < deadline, "the federated run did not end"
             if not killed and logs["node2"].read_text(errors="ignore").count("Receiving: train message") >= 2:
-                os.kill(procs["node2"].pid, signal.SIGKILL)
+                os.killpg(procs["node2"].pid, signal.SIGKILL)  # the SuperNode and its ClientApp process
                 killed = True
             time.sleep(0.3)
         assert procs["run"].returncode == 0, logs["run"].read_text()[-2000:]
         assert killed
         report = json.loads((out / "report.json").read_text())
         second = report["results"]["round_log"][1]
-        node2 = [f for f in second["failed"]]
-        assert node2 and "no reply" in node2[0]["reason"] or "Node Unavailable" in node2[0]["reason"]
+        assert len(second["failed"]) == 1, second
+        assert "no reply" in second["failed"][0]["reason"] or "unavailable" in second["failed"][0]["reason"].lower()
         if second["aggregated"]:
             assert second["replies"] >= 2
         else:

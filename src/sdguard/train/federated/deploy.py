@@ -137,12 +137,20 @@ def node(*args: Any, **values: Any) -> int:
 
 
 def _foreground(cmd: list[str], env: dict) -> int:
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    """Run Flower's process in this one's process group (a signal to the group stops both; SIGTERM to
+    this one is passed on) and return its exit code."""
+    proc = subprocess.Popen(cmd, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
         return proc.wait()
-    except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGTERM)
-        return proc.wait(30)
+    except KeyboardInterrupt:  # the terminal sent SIGINT to the whole group: Flower shuts down too
+        try:
+            return proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def write_app(folder: Path, cfg: FederateConfig) -> None:
