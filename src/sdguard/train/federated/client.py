@@ -23,6 +23,7 @@ sensitivity is twice the clip bound: two clipped updates differ by at most that)
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import OrderedDict
 
@@ -110,15 +111,14 @@ class LocalTrainer:
         """``--local-steps`` steps from the global ``arrays`` of (1-based) ``server_round``."""
         cfg, run = self.cfg, self.run
         self.load(arrays)
+        start = {k: p.detach().clone() for k, p in run.trainable.params.items()}
         run.optimizer.state.clear()  # a fresh AdamW each round: clients keep no state between rounds
         run.regularizer = None
         if proximal_mu > 0:
-            anchor = {k: p.detach().clone() for k, p in run.trainable.params.items()}
-
             def proximal() -> None:
                 for k, p in run.trainable.params.items():
                     if p.grad is not None:
-                        p.grad.add_(p.detach() - anchor[k], alpha=proximal_mu)
+                        p.grad.add_(p.detach() - start[k], alpha=proximal_mu)
 
             run.regularizer = proximal
         for name in run.trainable.modules():
@@ -126,7 +126,10 @@ class LocalTrainer:
         first = (server_round - 1) * cfg.local_steps
         losses = [run.step(s)[0] for s in range(first, first + cfg.local_steps)]
         run.regularizer = None
-        return {"train_loss": float(np.mean(losses)), "records": len(run.encoded.entries)}
+        # the L2 norm of this client's update before any clipping (what --update-clip bounds)
+        norm = math.sqrt(sum(float((p.detach().float() - start[k].float()).pow(2).sum())
+                             for k, p in run.trainable.params.items()))
+        return {"train_loss": float(np.mean(losses)), "records": len(run.encoded.entries), "update_norm": norm}
 
 
 def trainer_for(context, text: str | None) -> LocalTrainer:
@@ -182,7 +185,8 @@ def _train(msg, context, text):
     out = trainer.fit(msg.content["arrays"], int(conf["server-round"]) + int(conf.get("round-offset", 0)),
                       float(conf.get("proximal-mu", 0.0)))
     weight = 1 if cfg.client_dp != "off" else out["records"]
-    metrics = MetricRecord({"train_loss": out["train_loss"], "records": out["records"], "num-examples": weight})
+    metrics = MetricRecord({"train_loss": out["train_loss"], "records": out["records"], "num-examples": weight,
+                            "update_norm": out["update_norm"]})
     return _reply(msg, arrays=trainer.arrays(), metrics=metrics)
 
 
@@ -207,7 +211,8 @@ def _train_legacy(msg, trainer):
         raise InputError.bad("--secagg", True, f"cannot carry a weight of magnitude {peak:.3g}: SecAgg+ clips at "
                              f"+-{CLIPPING_RANGE:g}")
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(tensors), out["records"],
-                 {"train_loss": out["train_loss"], "records": out["records"]})
+                 {"train_loss": out["train_loss"], "records": out["records"],
+                  "update_norm": out["update_norm"]})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 

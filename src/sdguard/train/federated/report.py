@@ -72,7 +72,7 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
     table = [{"round": r["round"], "sampled": r["sampled"], "replies": r["replies"],
               "failed": "; ".join(f"node {f['node']}: {f['reason']}" for f in r["failed"]) or "-",
               "updated": r["aggregated"], "train loss": _round(r["train_loss"]), "global loss": _round(r.get("eval_loss")),
-              "epsilon": _round(r.get("epsilon"))} for r in rounds]
+              "median update norm": _round(r.get("update_norm_median")), "epsilon": _round(r.get("epsilon"))} for r in rounds]
     report.section("Rounds", f"{len(released)} of {len(rounds)} rounds updated the global model", table=table)
     series = {"clients' training loss": ([r["round"] for r in released], [r["train_loss"] for r in released])}
     evals = [r for r in rounds if r.get("eval_loss") is not None]

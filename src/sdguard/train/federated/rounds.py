@@ -85,6 +85,9 @@ class RoundRecorder(Strategy):
         row["train_loss"] = sum(losses) / len(losses) if losses else None
         row["client_losses"] = {str(m.metadata.src_node_id): float(m.content["metrics"]["train_loss"])
                                 for m in ok if "metrics" in m.content}
+        norms = sorted(float(m.content["metrics"]["update_norm"]) for m in ok
+                       if "metrics" in m.content and "update_norm" in m.content["metrics"])
+        row["update_norm_median"] = norms[len(norms) // 2] if norms else None  # before any clipping
         released = sum(1 for r in self.rounds if r["aggregated"]) + row["aggregated"]
         row["epsilon"] = self.epsilon_at(released) if self.epsilon_at is not None else None
         self.rounds.append(row)

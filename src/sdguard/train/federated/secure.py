@@ -21,6 +21,8 @@ the clients check theirs and fail the round with a sentence instead.
 
 from __future__ import annotations
 
+import math
+
 from collections import OrderedDict
 
 CLIPPING_RANGE = 8.0
@@ -57,10 +59,11 @@ def secagg_start(recorder, grid, arrays, rounds: int, train_config: dict, contex
             failed += [{"node": -1, "reason": str(reply_error(f) if hasattr(f, "has_error") else f)} for f in failures
                        if not isinstance(f, tuple)]
             losses = {str(proxy.node_id): float(res.metrics["train_loss"]) for proxy, res in results}
+            norms = sorted(float(res.metrics.get("update_norm", math.nan)) for _, res in results)
             row = {"round": server_round + recorder.offset, "sampled": len(sampled), "replies": len(results),
                    "failed": failed, "aggregated": params is not None, "client_losses": losses,
                    "train_loss": sum(losses.values()) / len(losses) if losses else None, "epsilon": None,
-                   "secagg": True}
+                   "update_norm_median": norms[len(norms) // 2] if norms else None, "secagg": True}
             recorder.rounds.append(row)
             new = None
             if params is not None:
