@@ -97,7 +97,12 @@ def test_bad_federation_options_are_one_sentence(values, argument, data, tmp_pat
 def test_client_level_epsilon_agrees_with_flowers_accountant(data, tmp_path):
     """sdguard's per-round epsilon (Opacus RDP, no sampling amplification) against Flower 1.42's
     RdpAccountant (dp-accounting underneath) for the same Gaussian releases."""
-    from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
+    from flwr.serverapp import (
+        NeighboringRelation,
+        PrivacyConfig,
+        RdpAccountant,
+        SamplingMethod,
+    )
     from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 
     from sdguard.train.federated.server import epsilon_after
@@ -165,6 +170,21 @@ def test_simulation_saves_the_final_aggregate_and_the_union_of_members(plain_run
     moved = [k for k in saved if "attn" in k and not np.allclose(saved[k].numpy(), before[k].numpy())]
     assert moved, "the saved UNet is the base one"
     assert (out / "rounds.jsonl").is_file() and (out / "report.html").is_file()
+
+
+def test_fedprox_term_holds_the_clients_near_the_global_model(data, tmp_path):
+    """FedProx (Li et al. 2020): a large proximal mu shrinks the clients' updates against mu 0 (the
+    same data, seeds and 4 local steps, unclipped); the update norms are the report's."""
+    from sdguard.train.federated import simulate
+
+    norms = {}
+    for mu in (0.0, 1e4):
+        report = simulate(**{**BASE, "dataset": str(data), "out": str(tmp_path / f"mu{mu:g}"), "clients": 3,
+                             "rounds": 1, "local_steps": 4, "strategy": "fedprox", "proximal_mu": mu,
+                             "eval_records": 0, "clip_norm": 0})
+        assert report.results["proximal_mu"] == mu
+        norms[mu] = report.results["round_log"][0]["update_norm_median"]
+    assert 0 < norms[1e4] < 0.5 * norms[0.0], norms
 
 
 def test_secagg_plus_aggregate_equals_plain_fedavg(plain_run, data, tmp_path):

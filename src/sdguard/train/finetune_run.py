@@ -28,7 +28,6 @@ from .finetune import CHECKPOINT, TrainConfig, batch_positions, draw_seed
 from .loop import cosine_lr, ema_decay, log_row, set_lr, write_log
 from .trainable import select
 
-
 #: the step index of :meth:`FineTuneRun.eval_loss`'s draws (beyond any training step)
 EVAL_STEP = 2**40
 

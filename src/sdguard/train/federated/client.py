@@ -152,8 +152,8 @@ def trainer_for(context, text: str | None) -> LocalTrainer:
 
 def _mods(msg, context, call_next, text):
     """Flower's client-side DP and SecAgg+ mods, as the run config asks."""
-    from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
     from flwr.client.mod import make_ffn, secaggplus_mod
+    from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
 
     if not str(msg.metadata.message_type).startswith("train"):
         return call_next(msg, context)
@@ -193,7 +193,13 @@ def _train(msg, context, text):
 def _train_legacy(msg, trainer):
     """The train step in the legacy ``fitins``/``fitres`` records that SecAgg+ speaks (:mod:`.secure`)."""
     from flwr.app import Array, ArrayRecord, Message
-    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.common import (
+        Code,
+        FitRes,
+        Status,
+        ndarrays_to_parameters,
+        parameters_to_ndarrays,
+    )
     from flwr.compat.common import recorddict_compat as compat
 
     from ...core.errors import InputError

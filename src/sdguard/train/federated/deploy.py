@@ -83,8 +83,8 @@ def check_address(address: str, argument: str = "--superlink", timeout: float = 
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise InputError.bad(argument, address, f"does not answer ({exc.strerror or exc}); is `sdguard federate "
-                             f"serve` running there?") from None
+        raise InputError.bad(argument, address, f"does not answer ({exc.strerror or exc}): start `sdguard "
+                             f"federate serve` there first") from None
     return host, int(port)
 
 

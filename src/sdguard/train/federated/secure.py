@@ -22,7 +22,6 @@ the clients check theirs and fail the round with a sentence instead.
 from __future__ import annotations
 
 import math
-
 from collections import OrderedDict
 
 CLIPPING_RANGE = 8.0
