@@ -172,6 +172,33 @@ def test_simulation_saves_the_final_aggregate_and_the_union_of_members(plain_run
     assert (out / "rounds.jsonl").is_file() and (out / "report.html").is_file()
 
 
+def test_a_federation_checkpoint_restores_the_last_aggregate_and_refuses_another_run(data, tmp_path):
+    """Each round's aggregate is checkpointed (safetensors + JSON); a resumed server starts from
+    it with the rounds and clients recorded, and a run with other settings is refused."""
+    import torch
+
+    from sdguard.core.errors import StateError
+    from sdguard.train.federated.server import FederatedServer
+
+    cfg = _cfg(data, tmp_path, rounds=3)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    first = FederatedServer(cfg, stage)
+    first.clients = [{"node": 7, "partition": 0, "members": [{"row": 0}], "nonmembers": [], "skipped": []}]
+    with torch.no_grad():
+        for p in first.trainable.params.values():
+            p.add_(0.25)
+    first.checkpoint({"round": 1, "aggregated": True, "failed": []}, first.arrays())
+    after = {k: p.detach().clone() for k, p in first.trainable.params.items()}
+    again = FederatedServer(cfg, stage)
+    assert not all(torch.equal(again.trainable.params[k], v) for k, v in after.items())  # a fresh base
+    assert again.restore() == 1
+    assert all(torch.equal(again.trainable.params[k], v) for k, v in after.items())
+    assert again.clients == first.clients and again.rounds[0]["round"] == 1
+    with pytest.raises(StateError, match="--resume"):
+        FederatedServer(cfg.model_copy(update={"lr": 5e-4}), stage).restore()
+
+
 def test_fedprox_term_holds_the_clients_near_the_global_model(data, tmp_path):
     """FedProx (Li et al. 2020): a large proximal mu shrinks the clients' updates against mu 0 (the
     same data, seeds and 4 local steps, unclipped); the update norms are the report's."""
