@@ -94,6 +94,19 @@ def test_bad_federation_options_are_one_sentence(values, argument, data, tmp_pat
     assert str(exc.value).startswith(argument)
 
 
+def test_simulation_workers_get_their_share_of_the_cpus_and_gpus(data, tmp_path):
+    """Ray hides the GPUs from an actor that asks for none: on a GPU machine every worker asks
+    for its share (one worker per GPU by default), on a CPU machine for none."""
+    from sdguard.train.federated.simulation import resources
+
+    backend, env = resources(_cfg(data, tmp_path, clients=10, workers=None), cpus=16, gpus=2)
+    assert backend["client_resources"] == {"num_cpus": 8, "num_gpus": 1.0} and backend["init_args"]["num_gpus"] == 2
+    backend, _ = resources(_cfg(data, tmp_path, clients=10, workers=4), cpus=16, gpus=1)
+    assert backend["client_resources"] == {"num_cpus": 4, "num_gpus": 0.25}
+    backend, env = resources(_cfg(data, tmp_path, clients=3, workers=None), cpus=2, gpus=0)
+    assert backend["client_resources"] == {"num_cpus": 1, "num_gpus": 0.0} and env["OMP_NUM_THREADS"] == "1"
+
+
 def test_client_level_epsilon_agrees_with_flowers_accountant(data, tmp_path):
     """sdguard's per-round epsilon (Opacus RDP, no sampling amplification) against Flower 1.42's
     RdpAccountant (dp-accounting underneath) for the same Gaussian releases."""

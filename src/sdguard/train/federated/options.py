@@ -56,7 +56,8 @@ class FederateConfig(TrainConfig):
                                "global model each round (0: none)")
     superlink: str = option("127.0.0.1:9093", help="federate run/client: the SuperLink's address (run: its Control "
                             "API; client: its Fleet API)")
-    workers: int | None = option(None, ge=1, le=1024, help="simulate: clients trained at once (default: the CPU count)")
+    workers: int | None = option(None, ge=1, le=1024, help="simulate: clients trained at once (default: one per GPU, "
+                                 "else one per CPU)")
 
     # record-level DP-SGD (`sdguard train --dp`) is not run inside the clients: these are not options
     # here (the Python API still refuses dp=True with one sentence); --delta and --accountant serve

@@ -2,9 +2,10 @@
 
 Flower's ``run_simulation`` (Ray backend) starts one virtual SuperNode per client, runs the
 ServerApp in a thread of this process and the ClientApps in Ray workers; ``--workers`` of them at
-once (each given ``cpu_count / workers`` CPUs and torch threads; on a GPU machine, give each a GPU
-share through ``client_resources`` instead, e.g. 0.25 for four clients per GPU). Each worker keeps
-one model and the encoded partitions it has served (see :mod:`.client`).
+once (:func:`resources`: each given ``cpu_count / workers`` CPUs and torch threads and, on a GPU
+machine, ``gpus / workers`` of the GPUs: by default one worker per GPU, since every worker holds
+a model and its optimizer). Each worker keeps one model and the encoded partitions it has served
+(see :mod:`.client`).
 """
 
 from __future__ import annotations
@@ -33,12 +34,7 @@ def simulate(*args: Any, progress: bool | None = None, **values: Any):
 
     text = cfg.model_dump_json()
     outcome: dict = {}
-    workers = min(cfg.workers or os.cpu_count() or 1, cfg.clients)
-    cpus = max(1, (os.cpu_count() or 1) // workers)
-    # Ray's local workers inherit this process's environment (Flower sets Ray's runtime_env itself)
-    env = {"SDGUARD_CLIENT_THREADS": str(cpus), "OMP_NUM_THREADS": str(cpus), "FLWR_TELEMETRY_ENABLED": "0"}
-    backend = {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
-               "init_args": {"num_cpus": workers * cpus, "include_dashboard": False, "log_to_driver": False}}
+    backend, env = resources(cfg)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     with _environment(env):
         run_simulation(server_app=make_server_app(text, outcome), client_app=make_client_app(text),
@@ -50,6 +46,26 @@ def simulate(*args: Any, progress: bool | None = None, **values: Any):
 
         raise FederationError("the simulation ended without a result (see Flower's log above)")
     return outcome["report"]
+
+
+def resources(cfg, cpus: int | None = None, gpus: int | None = None) -> tuple[dict, dict]:
+    """Flower's Ray ``backend_config`` and the workers' environment: ``--workers`` clients at once
+    (default: one per GPU, else one per CPU), each with its share of the CPUs (and torch threads)
+    and of the GPUs. Ray hides every GPU from an actor that asks for none, so on a GPU machine
+    each worker must ask for its share or the clients would train on the CPU."""
+    import torch
+
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    workers = min(cfg.workers or gpus or cpus, cfg.clients)
+    per_cpu = max(1, cpus // workers)
+    per_gpu = min(1.0, gpus / workers) if gpus else 0.0
+    # Ray's local workers inherit this process's environment (Flower sets Ray's runtime_env itself)
+    env = {"SDGUARD_CLIENT_THREADS": str(per_cpu), "OMP_NUM_THREADS": str(per_cpu), "FLWR_TELEMETRY_ENABLED": "0"}
+    backend = {"client_resources": {"num_cpus": per_cpu, "num_gpus": per_gpu},
+               "init_args": {"num_cpus": workers * per_cpu, "num_gpus": gpus, "include_dashboard": False,
+                             "log_to_driver": False}}
+    return backend, env
 
 
 @contextlib.contextmanager
@@ -79,4 +95,4 @@ def preflight(cfg) -> None:
     partition(cfg, ds, members)
 
 
-__all__ = ["simulate", "preflight"]
+__all__ = ["simulate", "preflight", "resources"]
