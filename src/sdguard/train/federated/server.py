@@ -100,8 +100,9 @@ class FederatedServer:
         from ..trainable import select
 
         self.cfg, self.stage, self.progress = cfg, Path(stage), progress
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = DiffusionModel.load(cfg.model, device=device, dtype=torch.float32)
+        # the server holds the global tensors on the CPU: on a one-GPU machine the GPU is the clients'
+        # (a Stable Diffusion UNet with AdamW state is ~14 GB); it borrows the GPU only to sample
+        self.model = DiffusionModel.load(cfg.model, device="cpu", dtype=torch.float32)
         self.base_fingerprint = self.model.fingerprint()
         torch.manual_seed(cfg.seed)  # LoRA's initial A: the same for a resumed run
         self.trainable = select(self.model, cfg.trainable, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
@@ -211,8 +212,16 @@ class FederatedServer:
             self.samples_before = self._samples()
 
     def _samples(self):
-        return self.model.generate(self.sample_prompts, seeds=[0] * len(self.sample_prompts),
-                                   steps=self.cfg.sample_steps, batch_size=8)
+        gpu = torch.cuda.is_available()
+        if gpu:
+            self.model.pipeline.to("cuda")
+        try:
+            return self.model.generate(self.sample_prompts, seeds=[0] * len(self.sample_prompts),
+                                       steps=self.cfg.sample_steps, batch_size=8)
+        finally:
+            if gpu:
+                self.model.pipeline.to("cpu")
+                torch.cuda.empty_cache()
 
 
 def plain_start(recorder, grid, arrays, rounds: int, train_config: dict, context) -> None:
