@@ -227,6 +227,40 @@ def test_fedprox_term_holds_the_clients_near_the_global_model(data, tmp_path):
     assert 0 < norms[1e4] < 0.5 * norms[0.0], norms
 
 
+@pytest.mark.parametrize("mode", ["server", "client", "local"])
+def test_client_level_dp_noise_has_the_published_scale(mode, data, tmp_path):
+    """One round, updates clipped to a tiny bound: what moved the global tensors is the mechanism's
+    Gaussian noise, whose per-coordinate std must be the published one -- sigma x C / n for
+    Flower's server- and client-side fixed clipping (McMahan et al. 2018), and LocalDpMod's
+    ``2C sqrt(2 ln(1.25/delta)) / epsilon`` per client, averaged over n clients with equal weights."""
+    import math
+
+    import torch
+
+    from sdguard.models.adapter import DiffusionModel
+    from sdguard.train.federated import simulate
+
+    n, clip = 3, 1e-4
+    budget = {"update_noise": 1.0} if mode != "local" else {"client_epsilon": 10.0}
+    out = tmp_path / mode
+    report = simulate(**{**BASE, "dataset": str(data), "out": str(out), "clients": n, "rounds": 1, "local_steps": 1,
+                         "eval_records": 0, "client_dp": mode, "update_clip": clip, **budget})
+    row = report.results["round_log"][0]
+    assert row["aggregated"] and row["epsilon"] is not None and row["epsilon"] > 0
+    assert (out / "privacy.json").is_file() and report.results["privacy"]["unit"].startswith("client")
+    base = DiffusionModel.load(MODEL).unet.state_dict()
+    saved = _tensors(out)
+    moved = {k: (saved[k].float() - base[k].float()).flatten() for k in saved if not torch.equal(saved[k], base[k])}
+    assert moved and all("attn" in k for k in moved)  # only the trainable subset changed
+    std = float(torch.cat(list(moved.values())).std())
+    cfg = _cfg(data, tmp_path, client_dp=mode, update_clip=clip, **budget)
+    if mode == "local":
+        expected = 2 * clip * math.sqrt(2 * math.log(1.25 / cfg.delta)) / 10.0 / math.sqrt(n)
+    else:
+        expected = 1.0 * clip / n
+    assert 0.8 * expected < std < 1.25 * expected, (std, expected)
+
+
 def test_secagg_plus_aggregate_equals_plain_fedavg(plain_run, data, tmp_path):
     from sdguard.train.federated import simulate
 
