@@ -37,6 +37,7 @@ import torch
 
 from ...core.errors import InputError
 from ...core.io import atomic_write_text
+from ...core.progress import progress_bar
 from ...core.state import load_checkpoint, remove_checkpoint, save_checkpoint
 from .client import arrays_into, config_of, params_to_arrays
 
@@ -111,6 +112,7 @@ class FederatedServer:
         self.rounds: list[dict] = []
         self.clients: list[dict] = []
         self.samples_before = None
+        self.bar = None  # the rounds' progress bar while they run
 
     # -- the tensors ------------------------------------------------------------------------
     def arrays(self):
@@ -124,6 +126,14 @@ class FederatedServer:
         if arrays is not None:
             self.load(arrays)
         self.rounds.append(row)
+        bits = [f"round {row['round']}/{self.cfg.rounds}", f"{row.get('replies', 0)}/{row.get('sampled', 0)} replied"]
+        if row.get("train_loss") is not None:
+            bits.append(f"loss {row['train_loss']:.4f}")
+        if row.get("epsilon") is not None:
+            bits.append(f"epsilon {row['epsilon']:.3g}")
+        if self.bar is not None:
+            self.bar.update(description="federated rounds (" + ", ".join(bits) + ")")
+            self.bar.advance(1)
         atomic_write_text(self.stage / ROUNDS_FILE, "".join(json.dumps(r) + "\n" for r in self.rounds))
         if len(self.rounds) < self.cfg.rounds:
             save_checkpoint(self.stage, CHECKPOINT, key=self.key, state={
@@ -178,7 +188,9 @@ class FederatedServer:
         config = {"round-offset": done, "proximal-mu": cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0}
         if cfg.secagg:  # every weight <= 1 (see .secure)
             config["max-weight"] = float(max(len(c["members"]) for c in self.clients))
-        start(recorder, grid, self.arrays(), cfg.rounds - done, config, context)
+        with progress_bar("federated rounds", cfg.rounds, enabled=self.progress, completed=done) as self.bar:
+            start(recorder, grid, self.arrays(), cfg.rounds - done, config, context)
+        self.bar = None
 
     def finish(self):
         """The final global model saved, the manifests, the privacy record and the report."""
@@ -250,7 +262,7 @@ def serve_run(cfg, grid, context, progress: bool | None = None):
         return server.finish()
 
 
-def make_server_app(config: str | None = None, outcome: dict | None = None):
+def make_server_app(config: str | None = None, outcome: dict | None = None, progress: bool | None = None):
     """The ServerApp (``sdguard.train.federated.server:app`` reads the run config); a simulation
     makes one with its ``config`` JSON and an ``outcome`` dict that receives the report or the
     error (the simulation runs the ServerApp in a thread of the caller)."""
@@ -261,7 +273,7 @@ def make_server_app(config: str | None = None, outcome: dict | None = None):
     @app.main()
     def _main(grid, context) -> None:
         try:
-            report = serve_run(config_of(context, config), grid, context)
+            report = serve_run(config_of(context, config), grid, context, progress)
         except BaseException as exc:  # handed to the caller, which raises it
             if outcome is None:
                 raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from typing import Any
 
 from ...core.config import build
@@ -36,8 +37,10 @@ def simulate(*args: Any, progress: bool | None = None, **values: Any):
     outcome: dict = {}
     backend, env = resources(cfg)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    with _environment(env):
-        run_simulation(server_app=make_server_app(text, outcome), client_app=make_client_app(text),
+    with _environment(env), warnings.catch_warnings():
+        # Ray's note on a future default for actors with num_gpus=0 (resources() asks for GPUs explicitly)
+        warnings.filterwarnings("ignore", message="Tip: In future versions of Ray")
+        run_simulation(server_app=make_server_app(text, outcome, progress), client_app=make_client_app(text),
                        num_supernodes=cfg.clients, backend_name="ray", backend_config=backend)
     if "error" in outcome:
         raise outcome["error"]
