@@ -177,6 +177,12 @@ def test_simulation_saves_the_final_aggregate_and_the_union_of_members(plain_run
                                   steps=1, samples=0), make_accelerator("no"), progress=False)
     run.prepare()
     assert run.eval_loss() == pytest.approx(rounds[-1]["eval_loss"], rel=1e-4)
+    # round 0: the clients' loss of the starting tensors is the base model's, measured alike
+    base_run = FineTuneRun(TrainConfig(model=MODEL, dataset=str(data), out=str(out / "y"), trainable=["attention"],
+                                       steps=1, samples=0), make_accelerator("no"), progress=False)
+    base_run.prepare()
+    assert report.results["eval_loss_initial"] == pytest.approx(base_run.eval_loss(), rel=1e-4)
+    assert report.results["eval_loss_initial"] != pytest.approx(rounds[-1]["eval_loss"], rel=1e-6)
     from sdguard.models.adapter import DiffusionModel
 
     before = DiffusionModel.load(MODEL).unet.state_dict()

@@ -61,6 +61,7 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
                                                                cfg.secagg_threshold} if cfg.secagg else None,
         "privacy": privacy, "round_log": rounds,
         "train_loss_last": released[-1]["train_loss"] if released else None,
+        "eval_loss_initial": server.initial_loss,
         "eval_loss_first": next((r.get("eval_loss") for r in rounds if r.get("eval_loss") is not None), None),
         "eval_loss_last": next((r.get("eval_loss") for r in reversed(rounds) if r.get("eval_loss") is not None), None),
         "failures": [{"round": r["round"], **f} for r in rounds for f in r["failed"]],
@@ -77,7 +78,9 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
     series = {"clients' training loss": ([r["round"] for r in released], [r["train_loss"] for r in released])}
     evals = [r for r in rounds if r.get("eval_loss") is not None]
     if evals:
-        series["global model's loss (fixed draws)"] = ([r["round"] for r in evals], [r["eval_loss"] for r in evals])
+        start = [(0, server.initial_loss)] if server.initial_loss is not None else []
+        series["global model's loss (fixed draws)"] = ([r for r, _ in start] + [r["round"] for r in evals],
+                                                       [v for _, v in start] + [r["eval_loss"] for r in evals])
     if released:
         report.section("Loss per round", "", figures=[(line_plot(series, title="loss per round", xlabel="round",
                                                                  ylabel="MSE"), "loss per round")])
@@ -98,8 +101,9 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
     report.summary = [f"{len(shares)} clients, {len(released)}/{len(rounds)} rounds aggregated ({cfg.strategy}, "
                       f"{cfg.partition}), {t['parameters']:,} parameters ({', '.join(t['groups'])})"]
     if report.results["eval_loss_last"] is not None:
-        report.summary.append(f"global loss {report.results['eval_loss_first']:.4f} -> "
-                              f"{report.results['eval_loss_last']:.4f}")
+        first, when = ((server.initial_loss, "before training") if server.initial_loss is not None else
+                       (report.results["eval_loss_first"], "after round 1"))
+        report.summary.append(f"global loss {first:.4f} ({when}) -> {report.results['eval_loss_last']:.4f}")
     if privacy is not None:
         report.summary.append(f"client-level DP: epsilon {privacy['epsilon']:.3g} at delta {cfg.delta:g} ({cfg.client_dp})")
     if report.results["failures"]:

@@ -100,14 +100,18 @@ class RoundRecorder(Strategy):
 
     def aggregate_evaluate(self, server_round, replies):
         replies = [m for m in replies if not m.has_error()]
-        pairs = [(float(m.content["metrics"]["eval_loss"]), float(m.content["metrics"]["num-examples"]))
-                 for m in replies if "metrics" in m.content]
-        pairs = [(v, w) for v, w in pairs if w > 0 and math.isfinite(v)]
         if self.rounds and self.rounds[-1]["round"] == server_round + self.offset:
-            total = sum(w for _, w in pairs)
-            self.rounds[-1]["eval_loss"] = sum(v * w for v, w in pairs) / total if total else None
-            self.rounds[-1]["eval_records"] = int(total)
+            self.rounds[-1]["eval_loss"], self.rounds[-1]["eval_records"] = global_loss(replies)
         return self.inner.aggregate_evaluate(server_round, replies)
 
 
-__all__ = ["RoundRecorder", "FederationError", "wait_for_nodes"]
+def global_loss(replies) -> tuple[float | None, int]:
+    """The clients' ``eval_loss`` replies weighted by their records: (the loss, the records)."""
+    pairs = [(float(m.content["metrics"]["eval_loss"]), float(m.content["metrics"]["num-examples"]))
+             for m in replies if not m.has_error() and "metrics" in m.content]
+    pairs = [(v, w) for v, w in pairs if w > 0 and math.isfinite(v)]
+    total = sum(w for _, w in pairs)
+    return (sum(v * w for v, w in pairs) / total if total else None), int(total)
+
+
+__all__ = ["RoundRecorder", "FederationError", "wait_for_nodes", "global_loss"]

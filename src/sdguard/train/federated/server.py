@@ -113,6 +113,7 @@ class FederatedServer:
         self.clients: list[dict] = []
         self.samples_before = None
         self.bar = None  # the rounds' progress bar while they run
+        self.initial_loss: float | None = None  # the global loss of the starting tensors (round 0)
 
     # -- the tensors ------------------------------------------------------------------------
     def arrays(self):
@@ -138,7 +139,8 @@ class FederatedServer:
         if len(self.rounds) < self.cfg.rounds:
             save_checkpoint(self.stage, CHECKPOINT, key=self.key, state={
                 "params": {k: p.detach() for k, p in self.trainable.params.items()},
-                "rounds": json.dumps(self.rounds), "clients": json.dumps(self.clients)})
+                "rounds": json.dumps(self.rounds), "clients": json.dumps(self.clients),
+                "initial_loss": json.dumps(self.initial_loss)})
 
     def restore(self) -> int:
         """The rounds done by an interrupted run (0 without a checkpoint)."""
@@ -150,6 +152,7 @@ class FederatedServer:
                 p.copy_(saved["params"][k])
         self.rounds = json.loads(saved["rounds"])
         self.clients = json.loads(saved["clients"])
+        self.initial_loss = json.loads(saved.get("initial_loss", "null"))
         return len(self.rounds)
 
     # -- the run ----------------------------------------------------------------------------
@@ -173,6 +176,19 @@ class FederatedServer:
                                  "members": json.loads(str(rec["members"])),
                                  "nonmembers": json.loads(str(rec["nonmembers"])),
                                  "skipped": json.loads(str(rec["skipped"]))})
+
+    def evaluate_start(self, grid) -> None:
+        """The global loss of the starting tensors on the clients (round 0, measured as every
+        round's is), so the report's loss curve starts from the base."""
+        from flwr.app import ConfigRecord, Message, RecordDict
+
+        from .rounds import global_loss
+
+        if not self.cfg.eval_records or self.rounds:
+            return
+        msgs = [Message(RecordDict({"arrays": self.arrays(), "config": ConfigRecord({"server-round": 0})}),
+                        dst_node_id=n, message_type="evaluate") for n in grid.get_node_ids()]
+        self.initial_loss = global_loss(list(grid.send_and_receive(msgs, timeout=self.cfg.round_timeout)))[0]
 
     def train(self, grid, start, context) -> None:
         """``--rounds`` rounds (those left after a resume) through ``start`` (the plain or SecAgg+ loop)."""
@@ -258,6 +274,7 @@ def serve_run(cfg, grid, context, progress: bool | None = None):
         if not server.clients:
             server.ask_members(grid)
         server.sample_before()
+        server.evaluate_start(grid)
         server.train(grid, start, context)
         return server.finish()
 
