@@ -191,6 +191,28 @@ def test_simulation_saves_the_final_aggregate_and_the_union_of_members(plain_run
     assert (out / "rounds.jsonl").is_file() and (out / "report.html").is_file()
 
 
+def test_a_federated_lora_is_saved_trained_and_loads_as_a_model_spec(data, tmp_path):
+    """The case Flower's Stable Diffusion example gets wrong: with --trainable lora the saved
+    adapter must be the final aggregate -- its fused model gives the clients' final global loss."""
+    from sdguard.models.adapter import DiffusionModel
+    from sdguard.train.federated import simulate
+    from sdguard.train.finetune import TrainConfig, make_accelerator
+    from sdguard.train.finetune_run import FineTuneRun
+
+    out = tmp_path / "lora"
+    report = simulate(**{**BASE, "dataset": str(data), "out": str(out), "clients": 2, "rounds": 2,
+                         "trainable": ["lora"], "lr": 1e-2})
+    assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "lora.json").is_file()
+    run = FineTuneRun(TrainConfig(model=str(out), dataset=str(data), out=str(out / "x"), trainable=["attention"],
+                                  steps=1, samples=0), make_accelerator("no"), progress=False)
+    run.prepare()  # the LoRA folder is a model spec: base + the adapter, fused
+    last = report.results["round_log"][-1]["eval_loss"]
+    assert run.eval_loss() == pytest.approx(last, rel=1e-4)
+    assert report.results["eval_loss_initial"] != pytest.approx(last, rel=1e-6)
+    fused, base = DiffusionModel.load(str(out)).unet.state_dict(), DiffusionModel.load(MODEL).unet.state_dict()
+    assert any(not np.allclose(fused[k].numpy(), base[k].numpy()) for k in base)
+
+
 def test_a_federation_checkpoint_restores_the_last_aggregate_and_refuses_another_run(data, tmp_path):
     """Each round's aggregate is checkpointed (safetensors + JSON); a resumed server starts from
     it with the rounds and clients recorded, and a run with other settings is refused."""
