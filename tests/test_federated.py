@@ -67,6 +67,45 @@ def test_partitions_split_every_record_once_and_keep_keys_together(data, tmp_pat
     assert sorted(np.concatenate(key.parts).tolist()) == list(range(len(entries)))
 
 
+def test_a_column_partition_keeps_each_owner_on_one_client(data, tmp_path):
+    import shutil
+
+    from sdguard.data.datasets import open_dataset
+    from sdguard.train.federated.partitions import partition
+
+    own = tmp_path / "owned"
+    shutil.copytree(data, own)
+    rows = [json.loads(line) for line in (own / "metadata.jsonl").read_text().splitlines() if line.strip()]
+    (own / "metadata.jsonl").write_text("".join(json.dumps({**r, "owner": f"user{i % 4}"}) + "\n"
+                                                for i, r in enumerate(rows)))
+    ds = open_dataset(str(own))
+    entries = ds.entries()
+    split = partition(_cfg(own, tmp_path, partition="column:owner"), ds, entries)
+    owners = [{f"user{int(r) % 4}" for r in entries.rows[p]} for p in split.parts]
+    assert all(owners) and sum(len(o) for o in owners) == 4  # no owner split over two clients
+    assert sorted(np.concatenate(split.parts).tolist()) == list(range(len(entries)))
+    with pytest.raises(InputError, match="4 distinct value"):
+        partition(_cfg(own, tmp_path, partition="column:owner", clients=5), ds, entries)
+
+
+def test_a_cluster_partition_puts_the_planted_artwork_on_client_0(data, tmp_path):
+    """`--partition cluster:AUDIT`: the largest near-duplicate cluster of `sdguard audit data`
+    (here the planted lighthouse) whole on client 0, the other clusters each whole on one client."""
+    from sdguard.audit.dataset_replication import audit_data
+    from sdguard.train.federated.partitions import partition
+
+    audit = tmp_path / "audit"
+    audit_data(str(data), out=str(audit))
+    ds, entries = _members(data)
+    split = partition(_cfg(data, tmp_path, partition=f"cluster:{audit}"), ds, entries)
+    lighthouse = {i for i, t in enumerate(entries.texts) if "lighthouse" in t}
+    assert len(lighthouse) >= 3 and lighthouse <= set(split.parts[0].tolist())
+    info = split.describe()
+    assert info["clients"][0]["key_records"] >= len(lighthouse) and all(
+        c["key_records"] == 0 for c in info["clients"][1:])
+    assert sorted(np.concatenate(split.parts).tolist()) == list(range(len(entries)))
+
+
 @pytest.mark.parametrize("values, argument", [
     ({"clients": 1000}, "--clients"),
     ({"partition": "keyword:zebracorn"}, "--partition"),
