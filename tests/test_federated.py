@@ -230,6 +230,22 @@ def test_simulation_saves_the_final_aggregate_and_the_union_of_members(plain_run
     assert (out / "rounds.jsonl").is_file() and (out / "report.html").is_file()
 
 
+def test_clients_can_keep_their_manifests(data, tmp_path):
+    """--no-share-manifests: the server learns only record counts; no members.jsonl is written
+    (an empty one would read as "no members" to a membership audit) and the report says so."""
+    from sdguard.train.federated import simulate
+
+    out = tmp_path / "kept"
+    report = simulate(**{**BASE, "dataset": str(data), "out": str(out), "clients": 3, "rounds": 1, "local_steps": 1,
+                         "eval_records": 0, "share_manifests": False, "samples": 2})
+    assert not (out / "members.jsonl").exists() and not (out / "nonmembers.jsonl").exists()
+    assert sum(c["records"] for c in report.results["shares"]) == 36 and report.results["members"] == 36
+    assert report.results["manifests_shared"] is False
+    assert any("kept their manifests" in line for line in report.summary)
+    rows = json.loads((out / "report.json").read_text())
+    assert "file_name" not in json.dumps(rows["results"])  # no record of a client reached the report
+
+
 def test_a_federated_lora_is_saved_trained_and_loads_as_a_model_spec(data, tmp_path):
     """The case Flower's Stable Diffusion example gets wrong: with --trainable lora the saved
     adapter must be the final aggregate -- its fused model gives the clients' final global loss."""

@@ -11,8 +11,9 @@ under client-level DP every client weighs the same, as DP-FedAvg's sensitivity b
 With ``--strategy fedprox`` the gradient of Li et al. 2020's proximal term ``mu/2 |w - w_global|^2``
 is added to every step's. Evaluate messages get the loss of the global tensors over the client's
 records with fixed draws (:meth:`~sdguard.train.finetune_run.FineTuneRun.eval_loss`). A query
-``members`` returns the client's members and holdout manifests (file names and captions; the
-server writes their union: the auditor's ``members.jsonl``).
+``members`` returns the client's record counts and, unless ``--no-share-manifests``, its members and
+holdout manifests (file names and captions; the server writes their union: the auditor's
+``members.jsonl``).
 
 Client-level DP and secure aggregation are Flower's mods, chosen from the run config per message:
 ``fixedclipping_mod`` (``--client-dp client``), ``LocalDpMod`` (``--client-dp local``; its
@@ -238,11 +239,12 @@ def _members(msg, context, text):
     from ..data import manifest_rows
 
     trainer = trainer_for(context, text)
-    run = trainer.run
+    run, share = trainer.run, trainer.cfg.share_manifests
     node = context.node_config
     return _reply(msg, manifest=ConfigRecord({
-        "members": json.dumps(manifest_rows(run.encoded.entries)),
-        "nonmembers": json.dumps(manifest_rows(run.holdout)),
+        "members": json.dumps(manifest_rows(run.encoded.entries) if share else []),
+        "nonmembers": json.dumps(manifest_rows(run.holdout) if share else []),
+        "records": len(run.encoded.entries), "holdout": len(run.holdout),
         "partition-id": int(node.get("partition-id", 0)), "skipped": json.dumps(run.encoded.skipped.to_dict()),
         "pid": os.getpid()}))
 

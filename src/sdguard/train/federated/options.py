@@ -52,6 +52,10 @@ class FederateConfig(TrainConfig):
     secagg: bool = option(False, help="secure aggregation with Flower's SecAgg+ (the server sees only the sum)")
     secagg_shares: int = option(3, ge=2, le=1000, help="with --secagg: the shares of each client's secret")
     secagg_threshold: int = option(2, ge=2, le=1000, help="with --secagg: the shares needed to reconstruct")
+    share_manifests: bool = option(True, help="clients send the server their members and holdout manifests (row, "
+                                   "file name, caption), whose union is members.jsonl / nonmembers.jsonl for a "
+                                   "membership audit; --no-share-manifests: only their record counts (no manifests, "
+                                   "no samples of training captions in the report)")
     eval_records: int = option(256, ge=0, le=1_000_000, help="records per client whose loss (fixed draws) rates the "
                                "global model each round (0: none)")
     superlink: str = option("127.0.0.1:9093", help="federate run/client: the SuperLink's address (run: its Control "

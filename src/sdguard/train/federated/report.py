@@ -38,11 +38,11 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
     report = Report("federate", cfg)
     report.models["base"] = {"spec": cfg.model, "fingerprint": server.base_fingerprint}
     report.add_model("trained", trained)
-    members = sum(len(c["members"]) for c in server.clients)
-    shares = [{"client": c["partition"], "node": c["node"], "records": len(c["members"]),
-               "share": round(len(c["members"]) / members, 4) if members else 0.0,
-               "holdout": len(c["nonmembers"]), "skipped": c["skipped"].get("total", 0)} for c in server.clients]
-    if cfg.partition != "iid":
+    members = sum(c["records"] for c in server.clients)
+    shares = [{"client": c["partition"], "node": c["node"], "records": c["records"],
+               "share": round(c["records"] / members, 4) if members else 0.0,
+               "holdout": c["holdout"], "skipped": c["skipped"].get("total", 0)} for c in server.clients]
+    if cfg.partition != "iid" and cfg.share_manifests:
         from ...data.captions import KeywordFilter
 
         kind, arg = cfg.partition_scheme()
@@ -56,7 +56,8 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
         "clients": len(server.clients), "rounds": len(rounds), "rounds_aggregated": len(released),
         "local_steps": cfg.local_steps, "local_batch": cfg.batch_size, "strategy": cfg.strategy,
         "proximal_mu": cfg.proximal_mu if cfg.strategy == "fedprox" else None, "partition": cfg.partition,
-        "shares": shares, "members": members, "nonmembers": sum(len(c["nonmembers"]) for c in server.clients),
+        "shares": shares, "members": members, "nonmembers": sum(c["holdout"] for c in server.clients),
+        "manifests_shared": cfg.share_manifests,
         "trainable": t, "client_dp": cfg.client_dp, "secagg": {"shares": cfg.secagg_shares, "threshold":
                                                                cfg.secagg_threshold} if cfg.secagg else None,
         "privacy": privacy, "round_log": rounds,
@@ -68,7 +69,7 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
     }
     report.artifacts = (["pytorch_lora_weights.safetensors", "lora.json"] if "lora" in cfg.trainable else
                         ["model_index.json", "unet/", "vae/", "text_encoder/", "tokenizer/", "scheduler/"]) + \
-        [MEMBERS, NONMEMBERS, "rounds.jsonl"] + (["privacy.json"] if privacy is not None else [])
+        ([MEMBERS, NONMEMBERS] if cfg.share_manifests else []) + ["rounds.jsonl"] + (["privacy.json"] if privacy is not None else [])
     report.section("Clients", f"{len(shares)} clients, partition {cfg.partition}", table=shares)
     table = [{"round": r["round"], "sampled": r["sampled"], "replies": r["replies"],
               "failed": "; ".join(f"node {f['node']}: {f['reason']}" for f in r["failed"]) or "-",
@@ -106,6 +107,8 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
         report.summary.append(f"global loss {first:.4f} ({when}) -> {report.results['eval_loss_last']:.4f}")
     if privacy is not None:
         report.summary.append(f"client-level DP: epsilon {privacy['epsilon']:.3g} at delta {cfg.delta:g} ({cfg.client_dp})")
+    if not cfg.share_manifests:
+        report.summary.append("the clients kept their manifests (--no-share-manifests): no members.jsonl")
     if report.results["failures"]:
         report.summary.append(f"{len(report.results['failures'])} client failure(s): see Rounds")
     return report

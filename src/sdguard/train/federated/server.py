@@ -175,6 +175,7 @@ class FederatedServer:
             self.clients.append({"node": int(m.metadata.src_node_id), "partition": int(rec["partition-id"]),
                                  "members": json.loads(str(rec["members"])),
                                  "nonmembers": json.loads(str(rec["nonmembers"])),
+                                 "records": int(rec["records"]), "holdout": int(rec["holdout"]),
                                  "skipped": json.loads(str(rec["skipped"]))})
 
     def evaluate_start(self, grid) -> None:
@@ -203,7 +204,7 @@ class FederatedServer:
             cfg, k + sum(1 for r in self.rounds[:done] if r["aggregated"])), on_round=self.checkpoint)
         config = {"round-offset": done, "proximal-mu": cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0}
         if cfg.secagg:  # every weight <= 1 (see .secure)
-            config["max-weight"] = float(max(len(c["members"]) for c in self.clients))
+            config["max-weight"] = float(max(c["records"] for c in self.clients))
         with progress_bar("federated rounds", cfg.rounds, enabled=self.progress, completed=done) as self.bar:
             start(recorder, grid, self.arrays(), cfg.rounds - done, config, context)
         self.bar = None
@@ -220,9 +221,10 @@ class FederatedServer:
         self.model.unet.eval()
         samples_after = self._samples() if self.samples_before is not None else None
         save_weights(stage, self.model, cfg)
-        for name, key in ((MEMBERS, "members"), (NONMEMBERS, "nonmembers")):
-            rows = [r for c in self.clients for r in c[key]]
-            atomic_write_text(stage / name, "".join(json.dumps(r) + "\n" for r in rows))
+        if cfg.share_manifests:  # else the clients kept them: no file that would read as "no members"
+            for name, key in ((MEMBERS, "members"), (NONMEMBERS, "nonmembers")):
+                rows = [r for c in self.clients for r in c[key]]
+                atomic_write_text(stage / name, "".join(json.dumps(r) + "\n" for r in rows))
         privacy = privacy_summary(self)
         if privacy is not None:
             write_privacy(stage, privacy)
@@ -234,7 +236,7 @@ class FederatedServer:
         return report
 
     def sample_before(self) -> None:
-        if self.cfg.samples and self.clients:
+        if self.cfg.samples and self.cfg.share_manifests and self.clients:
             texts = [r["text"] for c in self.clients for r in c["members"]]
             self.sample_prompts = list(dict.fromkeys(texts))[:self.cfg.samples]
             self.samples_before = self._samples()
