@@ -121,7 +121,7 @@ def test_bad_partitions_are_one_sentence(values, argument, data, tmp_path):
 
 
 @pytest.mark.parametrize("values, argument", [
-    ({"dp": True, "noise_multiplier": 1.0}, "--dp"),
+    ({"dp": True, "noise_multiplier": 1.0, "strategy": "fedprox"}, "--strategy"),
     ({"client_dp": "server"}, "--client-dp"),
     ({"client_epsilon": 4.0}, "--client-epsilon"),
     ({"secagg": True, "client_dp": "client", "update_noise": 1.0}, "--secagg"),
@@ -344,6 +344,36 @@ def test_client_level_dp_noise_has_the_published_scale(mode, data, tmp_path):
     assert 0.8 * expected < std < 1.25 * expected, (std, expected)
 
 
+def test_dp_sgd_on_every_client_reports_each_clients_epsilon_per_round(data, tmp_path):
+    """--dp: `sdguard train`'s DP-SGD (Opacus) on every client over its rounds x local steps; each
+    client's record-level epsilon after each round is an accountant's for (sigma, its sampling rate
+    batch / its records, rounds done x local steps) -- checked against Opacus's own accountant."""
+    from opacus.accountants import create_accountant
+
+    from sdguard.train.federated import simulate
+
+    out = tmp_path / "dpsgd"
+    report = simulate(**{**BASE, "dataset": str(data), "out": str(out), "clients": 3, "rounds": 2, "eval_records": 0,
+                         "dp": True, "noise_multiplier": 1.0, "delta": 1e-3})
+    rounds = report.results["round_log"]
+    assert all(r["aggregated"] and len(r["record_dp"]) == 3 for r in rounds)
+    assert rounds[1]["record_epsilon"] > rounds[0]["record_epsilon"] > 0
+    records = {str(c["node"]): c["records"] for c in report.results["shares"]}
+    for r in rounds:
+        for node, (eps, sigma, q) in r["record_dp"].items():
+            assert sigma == 1.0 and q == pytest.approx(4 / records[node])
+            acc = create_accountant("prv")
+            acc.history = [(1.0, 4 / records[node], r["round"] * 2)]
+            assert eps == pytest.approx(acc.get_epsilon(1e-3), rel=1e-3)
+    privacy = json.loads((out / "privacy.json").read_text())
+    assert privacy["unit"] == "image" and len(privacy["clients"]) == 3
+    assert privacy["epsilon"] == pytest.approx(rounds[-1]["record_epsilon"])
+    from sdguard.models.adapter import DiffusionModel
+
+    base, saved = DiffusionModel.load(MODEL).unet.state_dict(), _tensors(out)
+    assert any(not np.allclose(saved[k].numpy(), base[k].numpy()) for k in saved if "attn" in k)
+
+
 def test_secagg_plus_aggregate_equals_plain_fedavg(plain_run, data, tmp_path):
     from sdguard.train.federated import simulate
 
@@ -434,4 +464,13 @@ def test_cli_refuses_more_clients_than_records(run_cli, data, tmp_path):
     code, _out, err = run_cli("federate", "simulate", MODEL, "--dataset", data, "--out", tmp_path / "o",
                               "--clients", 500)
     assert code == 2 and "--clients" in err and "36 training record" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_dp_delta_must_be_below_one_over_the_smallest_client(data, tmp_path):
+    from sdguard.train.federated import simulate
+
+    with pytest.raises(InputError, match=r"^--delta 0.1 must be below 1/12"):
+        simulate(**{**BASE, "dataset": str(data), "out": str(tmp_path / "o"), "clients": 3, "dp": True,
+                    "noise_multiplier": 1.0, "delta": 0.1})
     assert not (tmp_path / "o").exists()

@@ -29,6 +29,7 @@ CHOICES = {
     ("MemorizationConfig", "detector"): ["anisotropy"],
     ("TrainConfig", "grad_sample_mode"): "functorch",  # ghost clipping refuses group units
     ("FederateConfig", "batch_size"): 12,
+    ("FederateConfig", "grad_sample_mode"): "functorch",
     ("FederateConfig", "partition"): "keyword:starry",
 }
 
@@ -36,8 +37,10 @@ CHOICES = {
 # pass that sets its keys in place of the fields they exclude
 ALTERNATIVES = {
     "TrainConfig": [{"noise_multiplier": ["target_epsilon"], "group_column": ["groups"]}],
-    "FederateConfig": [{"update_noise": ["client_epsilon"]},
-                       {"secagg": ["client_dp", "client_epsilon"]}],  # SecAgg+ runs without client-level DP
+    "FederateConfig": [{"noise_multiplier": ["target_epsilon"], "group_column": ["groups"]},
+                       {"update_noise": ["client_epsilon"]},
+                       {"secagg": ["client_dp", "client_epsilon"]},  # SecAgg+ runs without client-level DP
+                       {"strategy": ["dp", "target_epsilon", "groups", "privacy_unit"]}],  # FedProx without --dp
 }
 
 # each command's library function (the Python API twin)

@@ -48,6 +48,21 @@ def client_seed(seed: int, partition_id: int) -> int:
     return (seed * 1_000_003 + (partition_id + 1) * 7_919) % (2**63 - 1)
 
 
+def noise_seed(seed: int, partition_id: int, server_round: int) -> int:
+    """The seed of DP-SGD's noise in round ``server_round`` of client ``partition_id`` (a client
+    process may start afresh every round: a seed of the run alone would repeat the noise)."""
+    return (client_seed(seed, partition_id) * 2_147_483_647 + server_round * 104_729 + 0x5EED) % (2**63 - 1)
+
+
+def record_privacy(cfg, private, steps: int) -> dict:
+    """A client's record-level DP-SGD spend after ``steps`` of its steps (each round ran
+    ``--local-steps``; a round it was not sampled in counts as run: an upper bound)."""
+    from ..private.accounting import epsilon_spent
+
+    return {"record_epsilon": epsilon_spent(cfg.accountant, [(private.noise, private.q, steps)], cfg.delta),
+            "record_noise": float(private.noise), "record_sample_rate": float(private.q)}
+
+
 def params_to_arrays(params: dict):
     """The trained tensors (name -> parameter) as Flower's ArrayRecord (fp32, on the CPU)."""
     from flwr.app import Array, ArrayRecord
@@ -70,7 +85,7 @@ class LocalTrainer:
         from ..finetune_run import FineTuneRun
 
         self.cfg = cfg.model_copy(update={"samples": 0})  # the server samples the global model
-        self.acc = make_accelerator(cfg.mixed_precision)
+        self.acc = make_accelerator("no" if cfg.dp and cfg.mixed_precision == "auto" else cfg.mixed_precision)
         self.run = FineTuneRun(self.cfg, self.acc, progress=False)
         self.partitions: dict[tuple, tuple] = {}
         self.current = None
@@ -100,7 +115,9 @@ class LocalTrainer:
         run.use(self.partitions[key][0])
         run.holdout = self.partitions[key][1]
         run.seed = client_seed(cfg.seed, partition_id)
-        self.current = key
+        if run.private is not None:  # DP-SGD was made for this partition (see trainer_for): its own batches
+            run.private.sampler.seed = run.seed
+        self.pid, self.current = partition_id, key
 
     def load(self, arrays) -> None:
         arrays_into(self.run.trainable.params, arrays)
@@ -114,6 +131,8 @@ class LocalTrainer:
         self.load(arrays)
         start = {k: p.detach().clone() for k, p in run.trainable.params.items()}
         run.optimizer.state.clear()  # a fresh AdamW each round: clients keep no state between rounds
+        if run.private is not None:  # fresh noise for every (client, round), whichever process runs it
+            run.private.generator.manual_seed(noise_seed(cfg.seed, self.pid, server_round))
         run.regularizer = None
         if proximal_mu > 0:
             def proximal() -> None:
@@ -130,7 +149,10 @@ class LocalTrainer:
         # the L2 norm of this client's update before any clipping (what --update-clip bounds)
         norm = math.sqrt(sum(float((p.detach().float() - start[k].float()).pow(2).sum())
                              for k, p in run.trainable.params.items()))
-        return {"train_loss": float(np.mean(losses)), "records": len(run.encoded.entries), "update_norm": norm}
+        out = {"train_loss": float(np.mean(losses)), "records": len(run.encoded.entries), "update_norm": norm}
+        if run.private is not None:
+            out.update(record_privacy(cfg, run.private, server_round * cfg.local_steps))
+        return out
 
 
 def trainer_for(context, text: str | None) -> LocalTrainer:
@@ -139,13 +161,14 @@ def trainer_for(context, text: str | None) -> LocalTrainer:
     threads = int(os.environ.get("SDGUARD_CLIENT_THREADS", "0") or 0)
     if threads:
         torch.set_num_threads(threads)
-    key = cfg.model_dump_json()
-    if key not in _TRAINERS:
-        _TRAINERS.clear()  # a new run: the old model goes
-        _TRAINERS[key] = LocalTrainer(cfg)
     node = context.node_config
     n = int(node.get("num-partitions", 1))
     pid = int(node.get("partition-id", 0))
+    # DP-SGD (Opacus) is made for one partition's privacy units: one trainer per partition
+    key = cfg.model_dump_json() + (f"|{pid}/{n}" if cfg.dp else "")
+    if key not in _TRAINERS:
+        _TRAINERS.clear()  # a new run: the old model goes
+        _TRAINERS[key] = LocalTrainer(cfg)
     trainer = _TRAINERS[key]
     trainer.select(str(node.get("dataset", cfg.dataset)), pid, n)
     return trainer
@@ -186,8 +209,7 @@ def _train(msg, context, text):
     out = trainer.fit(msg.content["arrays"], int(conf["server-round"]) + int(conf.get("round-offset", 0)),
                       float(conf.get("proximal-mu", 0.0)))
     weight = 1 if cfg.client_dp != "off" else out["records"]
-    metrics = MetricRecord({"train_loss": out["train_loss"], "records": out["records"], "num-examples": weight,
-                            "update_norm": out["update_norm"]})
+    metrics = MetricRecord({"num-examples": weight, **out})
     return _reply(msg, arrays=trainer.arrays(), metrics=metrics)
 
 
@@ -218,8 +240,7 @@ def _train_legacy(msg, trainer):
         raise InputError.bad("--secagg", True, f"cannot carry a weight of magnitude {peak:.3g}: SecAgg+ clips at "
                              f"+-{CLIPPING_RANGE:g}")
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(tensors), out["records"],
-                 {"train_loss": out["train_loss"], "records": out["records"],
-                  "update_norm": out["update_norm"]})
+                 out)
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 

@@ -3,7 +3,9 @@
 :class:`FederateConfig` is :class:`~sdguard.train.finetune.TrainConfig` (every training option, the
 local loop's) plus the federation: clients, rounds, local steps, the partition, the strategy,
 client-level DP and secure aggregation. ``--steps`` is not an option here: a client's learning-rate
-schedule runs over ``--rounds`` x ``--local-steps`` steps.
+schedule runs over ``--rounds`` x ``--local-steps`` steps. ``--dp`` (and its options) is
+``sdguard train``'s record-level DP-SGD run on every client over those steps (each client's
+epsilon in the report); ``--client-dp`` protects whole clients.
 """
 
 from __future__ import annotations
@@ -63,17 +65,6 @@ class FederateConfig(TrainConfig):
     workers: int | None = option(None, ge=1, le=1024, help="simulate: clients trained at once (default: one per GPU, "
                                  "else one per CPU)")
 
-    # record-level DP-SGD (`sdguard train --dp`) is not run inside the clients: these are not options
-    # here (the Python API still refuses dp=True with one sentence); --delta and --accountant serve
-    # client-level DP
-    dp: bool = option(False, cli=False, help="not used: see --client-dp")
-    target_epsilon: float | None = option(None, gt=0, cli=False, help="not used: see --client-epsilon")
-    noise_multiplier: float | None = option(None, gt=0, cli=False, help="not used: see --update-noise")
-    max_grad_norm: float = option(1.0, gt=0, cli=False, help="not used: see --update-clip")
-    grad_sample_mode: Literal["hooks", "functorch", "ew", "ghost"] = option("hooks", cli=False, help="not used")
-    privacy_unit: Literal["image", "group"] = option("image", cli=False, help="not used: the unit is the client")
-    groups: str | None = option(None, cli=False, help="not used")
-    group_column: str | None = option(None, cli=False, help="not used")
 
     @model_validator(mode="before")
     @classmethod
@@ -87,9 +78,9 @@ class FederateConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _federation(self):
-        if self.dp:
-            raise InputError.bad("--dp", True, "is DP-SGD inside one training run; federated runs give client-level DP "
-                                 "with --client-dp server, client or local")
+        if self.dp and self.strategy == "fedprox":
+            raise InputError.bad("--strategy", "fedprox", "is not supported with --dp: FedProx's proximal term would "
+                                 "enter DP-SGD's per-sample gradients unclipped; use fedavg")
         if self.client_dp == "off":
             for name in ("update_noise", "client_epsilon"):
                 if getattr(self, name) is not None:

@@ -17,6 +17,9 @@ from flwr.serverapp.strategy import Strategy
 
 from ...core.errors import SdguardError
 
+#: a client's record-level DP-SGD figures in its train reply (see client.record_privacy)
+RECORD_DP = ("record_epsilon", "record_noise", "record_sample_rate")
+
 
 class FederationError(SdguardError):
     """The federation could not go on (too few clients answered within the timeout)."""
@@ -88,6 +91,11 @@ class RoundRecorder(Strategy):
         norms = sorted(float(m.content["metrics"]["update_norm"]) for m in ok
                        if "metrics" in m.content and "update_norm" in m.content["metrics"])
         row["update_norm_median"] = norms[len(norms) // 2] if norms else None  # before any clipping
+        spent = {str(m.metadata.src_node_id): [float(m.content["metrics"][k]) for k in RECORD_DP] for m in ok
+                 if "metrics" in m.content and "record_epsilon" in m.content["metrics"]}
+        if spent:  # --dp: DP-SGD on each client: (epsilon so far, noise multiplier, sampling rate) per node
+            row["record_dp"] = spent
+            row["record_epsilon"] = max(v[0] for v in spent.values())
         released = sum(1 for r in self.rounds if r["aggregated"]) + row["aggregated"]
         row["epsilon"] = self.epsilon_at(released) if self.epsilon_at is not None else None
         self.rounds.append(row)

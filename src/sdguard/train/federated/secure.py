@@ -36,7 +36,7 @@ def secagg_start(recorder, grid, arrays, rounds: int, train_config: dict, contex
     from flwr.server.strategy import FedAvg as LegacyFedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-    from .rounds import reply_error, wait_for_nodes
+    from .rounds import RECORD_DP, reply_error, wait_for_nodes
 
     cfg, keys = recorder.cfg, list(arrays.keys())
 
@@ -59,10 +59,13 @@ def secagg_start(recorder, grid, arrays, rounds: int, train_config: dict, contex
                        if not isinstance(f, tuple)]
             losses = {str(proxy.node_id): float(res.metrics["train_loss"]) for proxy, res in results}
             norms = sorted(float(res.metrics.get("update_norm", math.nan)) for _, res in results)
+            spent = {str(proxy.node_id): [float(res.metrics[k]) for k in RECORD_DP] for proxy, res in results
+                     if "record_epsilon" in res.metrics}
             row = {"round": server_round + recorder.offset, "sampled": len(sampled), "replies": len(results),
                    "failed": failed, "aggregated": params is not None, "client_losses": losses,
                    "train_loss": sum(losses.values()) / len(losses) if losses else None, "epsilon": None,
-                   "update_norm_median": norms[len(norms) // 2] if norms else None, "secagg": True}
+                   "update_norm_median": norms[len(norms) // 2] if norms else None, "secagg": True,
+                   **({"record_dp": spent, "record_epsilon": max(v[0] for v in spent.values())} if spent else {})}
             recorder.rounds.append(row)
             new = None
             if params is not None:

@@ -17,7 +17,7 @@ import warnings
 from typing import Any
 
 from ...core.config import build
-from ...core.errors import require
+from ...core.errors import InputError, require
 from .options import FederateConfig
 
 
@@ -95,7 +95,10 @@ def preflight(cfg) -> None:
 
     ds = open_dataset(cfg.dataset)
     members, _ = split_holdout(ds.entries(), cfg.holdout, cfg.seed)
-    partition(cfg, ds, members)
+    smallest = min(len(p) for p in partition(cfg, ds, members).parts)
+    if cfg.dp and cfg.delta >= 1.0 / smallest:  # DP-SGD on each client: delta below 1/its records
+        raise InputError.bad("--delta", cfg.delta, f"must be below 1/{smallest} = {1 / smallest:.3g}: the smallest "
+                             f"client trains on {smallest} record(s) under --dp")
 
 
 __all__ = ["simulate", "preflight", "resources"]

@@ -21,9 +21,14 @@ KEYS = ("epsilon", "delta", "accountant", "noise_multiplier", "sample_rate", "st
         "max_grad_norm", "target_epsilon", "expected_batch", "grad_sample_mode", "source", "secure_mode", "opacus")
 
 
+#: written only when given: a federated run's per-client figures, and its record-level guarantee
+#: beside a client-level one (``sdguard federate --dp --client-dp ...``)
+OPTIONAL = ("clients", "record_level")
+
+
 def write_privacy(folder: Path, summary: dict) -> None:
     record = {"format": FORMAT, "version": 1, **{k: summary.get(k) for k in KEYS},
-              "epsilon_curve": summary.get("epsilon_curve", [])}
+              "epsilon_curve": summary.get("epsilon_curve", []), **{k: summary[k] for k in OPTIONAL if k in summary}}
     atomic_write_text(Path(folder) / PRIVACY_FILE, json.dumps(record, indent=1) + "\n")
 
 
@@ -38,7 +43,7 @@ def read_privacy(spec: str) -> dict | None:
         return {"error": f"{path} is unreadable: {exc}"}
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return {"error": f"{path} is not an sdguard privacy record"}
-    return {k: record.get(k) for k in KEYS if k in record}
+    return {k: record.get(k) for k in (*KEYS, *OPTIONAL) if k in record}
 
 
 def privacy_section(report, summary: dict) -> str:
