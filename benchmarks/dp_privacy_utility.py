@@ -89,8 +89,8 @@ from finetune_new_artwork import (
     OLD_PROMPTS,
     audit,
     machine,
-    plant_artwork,
     sdguard,
+    world_with_artwork,
     write_results,
 )
 
@@ -114,12 +114,7 @@ def models(extra_epsilons=()) -> dict[str, list[str] | None]:
 
 def build_data(work: Path) -> tuple[Path, Path]:
     """The world of seed 1, the citadel planted into a copy of it, the prompts file."""
-    world, ft = work / f"world{WORLD_SEED}", work / "finetune_set"
-    if not (world / "ground_truth.json").is_file():
-        shutil.rmtree(world, ignore_errors=True)
-        sdguard("data", "make-world", str(world), "--seed", str(WORLD_SEED), "--size", str(WORLD_SIZE))
-    if not (ft / "metadata.jsonl").is_file():
-        plant_artwork(world, ft, COPIES, seed=17)
+    ft = world_with_artwork(work, WORLD_SEED, WORLD_SIZE, COPIES, plant_seed=17)
     prompts = work / "prompts.txt"
     prompts.write_text(f"new\t{CAPTION}\n" + "".join(f"old\t{p}\n" for p in OLD_PROMPTS))
     return ft, prompts

@@ -41,7 +41,7 @@ The benchmark runs both (``--dp-clips``: a multiple of the non-DP run's median u
 reports the loss next to the replication, so the drop in memorization is read with its cost.
 DP-FedAvg (McMahan et al. 2018) is useful with thousands of clients per round.
 
-    python benchmarks/federated.py                 # ~30 min on 2 cores; resumable (--work)
+    python benchmarks/federated.py                 # ~16 min on 2 cores; resumable (--work)
     python benchmarks/federated.py --fresh         # delete --work first
 """
 
@@ -63,8 +63,8 @@ from finetune_new_artwork import (  # noqa: E402
     CAPTION,
     audit,
     machine,
-    plant_artwork,
     sdguard,
+    world_with_artwork,
     write_results,
 )
 
@@ -74,12 +74,7 @@ KEY = "citadel"
 
 
 def build_data(work: Path) -> tuple[Path, Path]:
-    world, ft = work / f"world{WORLD_SEED}", work / "finetune_set"
-    if not (world / "ground_truth.json").is_file():
-        shutil.rmtree(world, ignore_errors=True)
-        sdguard("data", "make-world", str(world), "--seed", str(WORLD_SEED), "--size", str(WORLD_SIZE))
-    if not (ft / "metadata.jsonl").is_file():
-        plant_artwork(world, ft, COPIES, seed=18)
+    ft = world_with_artwork(work, WORLD_SEED, WORLD_SIZE, COPIES, plant_seed=18)
     prompts = work / "prompts.txt"
     prompts.write_text(f"new\t{CAPTION}\n")
     return ft, prompts

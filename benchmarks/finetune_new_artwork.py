@@ -146,6 +146,19 @@ def plant_artwork(world_root: Path, out: Path, copies: int, seed: int) -> list[s
     return new
 
 
+def world_with_artwork(work: Path, world_seed: int, world_size: int, copies: int, plant_seed: int) -> Path:
+    """``work/world{seed}`` (``sdguard data make-world --seed --size``: a world the base never saw)
+    and ``work/finetune_set``, a copy of it with the new artwork planted ``copies`` times; each
+    is kept when already there (a resumed benchmark). Returns the fine-tuning set."""
+    world, ft = work / f"world{world_seed}", work / "finetune_set"
+    if not (world / "ground_truth.json").is_file():
+        shutil.rmtree(world, ignore_errors=True)
+        sdguard("data", "make-world", str(world), "--seed", str(world_seed), "--size", str(world_size))
+    if not (ft / "metadata.jsonl").is_file():
+        plant_artwork(world, ft, copies, seed=plant_seed)
+    return ft
+
+
 def sdguard(*args: str) -> float:
     """Run ``python -m sdguard ARGS`` in a fresh process; its wall seconds."""
     cmd = [sys.executable, "-m", "sdguard", *args]

@@ -211,7 +211,7 @@ def test_simulation_saves_the_final_aggregate_and_the_union_of_members(plain_run
     members = [json.loads(line) for line in (out / "members.jsonl").read_text().splitlines()]
     assert sorted(m["row"] for m in members) == list(range(36))
     assert sum(s["records"] for s in report.results["shares"]) == 36
-    saved, base = _tensors(out), _tensors(Path(str(out)))  # noqa: F841
+    saved = _tensors(out)
     run = FineTuneRun(TrainConfig(model=str(out), dataset=str(data), out=str(out / "x"), trainable=["attention"],
                                   steps=1, samples=0), make_accelerator("no"), progress=False)
     run.prepare()

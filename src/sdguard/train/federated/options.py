@@ -65,7 +65,6 @@ class FederateConfig(TrainConfig):
     workers: int | None = option(None, ge=1, le=1024, help="simulate: clients trained at once (default: one per GPU, "
                                  "else one per CPU)")
 
-
     @model_validator(mode="before")
     @classmethod
     def _steps(cls, values):

@@ -65,6 +65,8 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
     report = Report("federate", cfg)
     report.models["base"] = {"spec": cfg.model, "fingerprint": server.base_fingerprint}
     report.add_model("trained", trained)
+    client = privacy if cfg.client_dp != "off" else None
+    record = (privacy or {}).get("record_level", privacy) if cfg.dp else None
     members = sum(c["records"] for c in server.clients)
     shares = [{"client": c["partition"], "node": c["node"], "records": c["records"],
                "share": round(c["records"] / members, 4) if members else 0.0,
@@ -88,7 +90,7 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
         "trainable": t, "client_dp": cfg.client_dp, "secagg": {"shares": cfg.secagg_shares, "threshold":
                                                                cfg.secagg_threshold} if cfg.secagg else None,
         "privacy": privacy, "round_log": rounds,
-        "record_privacy": (privacy or {}).get("record_level", privacy) if cfg.dp else None,
+        "record_privacy": record,
         "train_loss_last": released[-1]["train_loss"] if released else None,
         "eval_loss_initial": server.initial_loss,
         "eval_loss_first": next((r.get("eval_loss") for r in rounds if r.get("eval_loss") is not None), None),
@@ -115,8 +117,6 @@ def federated_report(server, trained, samples_after, privacy: dict | None) -> Re
     if released:
         report.section("Loss per round", "", figures=[(line_plot(series, title="loss per round", xlabel="round",
                                                                  ylabel="MSE"), "loss per round")])
-    client = privacy if cfg.client_dp != "off" else None
-    record = (privacy or {}).get("record_level", privacy) if cfg.dp else None
     _privacy_sections(report, cfg, client, record)
     if samples_after is not None:
         scale = auto_scale(samples_after.images.shape[1])

@@ -84,18 +84,8 @@ class RoundRecorder(Strategy):
             row["note"] = (f"{len(ok)} of {len(sampled)} sampled client(s) replied, {needed} needed: the "
                            f"model was not updated" if len(ok) < needed else
                            "the strategy did not aggregate (see the server log)")
-        losses = [float(m.content["metrics"]["train_loss"]) for m in ok if "metrics" in m.content]
-        row["train_loss"] = sum(losses) / len(losses) if losses else None
-        row["client_losses"] = {str(m.metadata.src_node_id): float(m.content["metrics"]["train_loss"])
-                                for m in ok if "metrics" in m.content}
-        norms = sorted(float(m.content["metrics"]["update_norm"]) for m in ok
-                       if "metrics" in m.content and "update_norm" in m.content["metrics"])
-        row["update_norm_median"] = norms[len(norms) // 2] if norms else None  # before any clipping
-        spent = {str(m.metadata.src_node_id): [float(m.content["metrics"][k]) for k in RECORD_DP] for m in ok
-                 if "metrics" in m.content and "record_epsilon" in m.content["metrics"]}
-        if spent:  # --dp: DP-SGD on each client: (epsilon so far, noise multiplier, sampling rate) per node
-            row["record_dp"] = spent
-            row["record_epsilon"] = max(v[0] for v in spent.values())
+        row.update(reply_figures({str(m.metadata.src_node_id): m.content["metrics"] for m in ok
+                                  if "metrics" in m.content}))
         released = sum(1 for r in self.rounds if r["aggregated"]) + row["aggregated"]
         row["epsilon"] = self.epsilon_at(released) if self.epsilon_at is not None else None
         self.rounds.append(row)
@@ -113,6 +103,20 @@ class RoundRecorder(Strategy):
         return self.inner.aggregate_evaluate(server_round, replies)
 
 
+def reply_figures(metrics: dict) -> dict:
+    """A round's figures from its clients' train metrics (node -> metrics, either API's): their
+    losses and mean, the median update norm before any clipping and, under ``--dp``, each node's
+    (epsilon so far, noise multiplier, sampling rate) with the largest epsilon."""
+    losses = {node: float(m["train_loss"]) for node, m in metrics.items()}
+    norms = sorted(float(m["update_norm"]) for m in metrics.values() if "update_norm" in m)
+    out = {"train_loss": sum(losses.values()) / len(losses) if losses else None, "client_losses": losses,
+           "update_norm_median": norms[len(norms) // 2] if norms else None}  # the upper median
+    spent = {node: [float(m[k]) for k in RECORD_DP] for node, m in metrics.items() if "record_epsilon" in m}
+    if spent:
+        out["record_dp"], out["record_epsilon"] = spent, max(v[0] for v in spent.values())
+    return out
+
+
 def global_loss(replies) -> tuple[float | None, int]:
     """The clients' ``eval_loss`` replies weighted by their records: (the loss, the records)."""
     pairs = [(float(m.content["metrics"]["eval_loss"]), float(m.content["metrics"]["num-examples"]))
@@ -122,4 +126,4 @@ def global_loss(replies) -> tuple[float | None, int]:
     return (sum(v * w for v, w in pairs) / total if total else None), int(total)
 
 
-__all__ = ["RoundRecorder", "FederationError", "wait_for_nodes", "global_loss"]
+__all__ = ["RoundRecorder", "FederationError", "wait_for_nodes", "global_loss", "reply_figures"]

@@ -21,7 +21,6 @@ the clients check theirs and fail the round with a sentence instead.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 CLIPPING_RANGE = 8.0
@@ -36,7 +35,7 @@ def secagg_start(recorder, grid, arrays, rounds: int, train_config: dict, contex
     from flwr.server.strategy import FedAvg as LegacyFedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-    from .rounds import RECORD_DP, reply_error, wait_for_nodes
+    from .rounds import reply_error, reply_figures, wait_for_nodes
 
     cfg, keys = recorder.cfg, list(arrays.keys())
 
@@ -57,15 +56,9 @@ def secagg_start(recorder, grid, arrays, rounds: int, train_config: dict, contex
                       if n not in answered]
             failed += [{"node": -1, "reason": str(reply_error(f) if hasattr(f, "has_error") else f)} for f in failures
                        if not isinstance(f, tuple)]
-            losses = {str(proxy.node_id): float(res.metrics["train_loss"]) for proxy, res in results}
-            norms = sorted(float(res.metrics.get("update_norm", math.nan)) for _, res in results)
-            spent = {str(proxy.node_id): [float(res.metrics[k]) for k in RECORD_DP] for proxy, res in results
-                     if "record_epsilon" in res.metrics}
             row = {"round": server_round + recorder.offset, "sampled": len(sampled), "replies": len(results),
-                   "failed": failed, "aggregated": params is not None, "client_losses": losses,
-                   "train_loss": sum(losses.values()) / len(losses) if losses else None, "epsilon": None,
-                   "update_norm_median": norms[len(norms) // 2] if norms else None, "secagg": True,
-                   **({"record_dp": spent, "record_epsilon": max(v[0] for v in spent.values())} if spent else {})}
+                   "failed": failed, "aggregated": params is not None, "epsilon": None, "secagg": True,
+                   **reply_figures({str(proxy.node_id): res.metrics for proxy, res in results})}
             recorder.rounds.append(row)
             new = None
             if params is not None:
