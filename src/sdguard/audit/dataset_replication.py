@@ -32,7 +32,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 from pydantic import field_validator
 
-from ..core.config import OutputConfig, build, option
+from ..core.config import OutputConfig, RunConfig, build, option
 from ..core.errors import require
 from ..core.images import fit_within
 from ..core.io import atomic_write_bytes
@@ -44,7 +44,26 @@ from .clustering import METHODS, Clustering, cluster_embeddings
 TOP_CLUSTERS = 30
 
 
-class DataAuditConfig(OutputConfig):
+class ClusterOptions(RunConfig):
+    """How near-duplicates are found: the embedder, the similarity threshold and the search (the
+    options of ``sdguard audit data`` that ``sdguard desensitize --dedup`` shares)."""
+
+    format: Literal[tuple(FORMATS)] | None = option(None, help=f"force the dataset format ({', '.join(FORMATS)})")
+    embedder: str = option("pixels", help="pixels, dct, clip[:MODEL_DIR_OR_ID] or sscd:TORCHSCRIPT_FILE")
+    embedder_options: dict[str, Any] = option(flag="--embedder-option", default_factory=dict,
+                                              help="KEY=VALUE passed to the embedder (repeat for several)")
+    threshold: float | None = option(None, gt=0.0, le=1.0, help="cosine similarity in (0, 1] linking two images "
+                                     "(default: read from the similarity histogram)")
+    method: Literal[METHODS] = option("auto", help=f"similarity search: {', '.join(METHODS)}")  # type: ignore[valid-type]
+    min_cluster_size: int = option(2, ge=2, help="smallest group reported as a cluster")
+    cache: bool = option(True, help="read and write the embedding cache")
+    cache_dir: str | None = option(None, help="embedding cache folder (default: under the sdguard cache root)")
+    max_side: int | None = option(512, ge=8, help="images are downscaled to this longest side before embedding")
+    threads: int | None = option(None, ge=1, help="CPU threads for the similarity search")
+    seed: int = option(0, ge=0, le=2**63 - 1, help="seed of the clustering's sampling (ivf training)")
+
+
+class DataAuditConfig(OutputConfig, ClusterOptions):
     """Dataset replication audit: keyword filter, near-duplicate clusters, frequent words, co-occurrence."""
 
     python_positional = ("dataset", "keywords")
@@ -55,26 +74,13 @@ class DataAuditConfig(OutputConfig):
                                  help="a word or phrase the captions must contain (repeat for several; none selects "
                                  "every entry)")
     any: bool = option(False, help="keep captions with any keyword (default: all of them)")
-    embedder: str = option("pixels", help="pixels, dct, clip[:MODEL_DIR_OR_ID] or sscd:TORCHSCRIPT_FILE")
-    embedder_options: dict[str, Any] = option(flag="--embedder-option", default_factory=dict,
-                                              help="KEY=VALUE passed to the embedder (repeat for several)")
-    threshold: float | None = option(None, gt=0.0, le=1.0, help="cosine similarity in (0, 1] linking two images "
-                                     "(default: read from the similarity histogram)")
-    format: Literal[tuple(FORMATS)] | None = option(None, help=f"force the dataset format ({', '.join(FORMATS)})")
     set_aside_largest: bool = option(False, help="report the largest cluster as a catch-all, outside the ranking")
     max_tokens: int | None = option(MAX_TOKENS, ge=3, help="drop captions longer than this many tokens")
     tokenizer: str | None = option(None, help="CLIP tokenizer folder for exact token counts")
-    method: Literal[METHODS] = option("auto", help=f"similarity search: {', '.join(METHODS)}")  # type: ignore[valid-type]
-    min_cluster_size: int = option(2, ge=2, help="smallest group reported as a cluster")
     top_clusters: int = option(TOP_CLUSTERS, ge=1, le=10_000, help="clusters described in the report")
     top_words: int = option(10, ge=1, le=100, help="frequent caption words per cluster")
     grid_clusters: int = option(8, ge=0, le=100, help="clusters shown as image grids")
     grid_images: int = option(16, ge=1, le=256, help="images per cluster grid")
-    cache: bool = option(True, help="read and write the embedding cache")
-    cache_dir: str | None = option(None, help="embedding cache folder (default: under the sdguard cache root)")
-    max_side: int | None = option(512, ge=8, help="images are downscaled to this longest side before embedding")
-    threads: int | None = option(None, ge=1, help="CPU threads for the similarity search")
-    seed: int = option(0, ge=0, le=2**63 - 1, help="seed of the clustering's sampling (ivf training)")
 
     @field_validator("keywords")
     @classmethod
@@ -174,7 +180,7 @@ def audit_data(*args: Any, progress: bool | None = None, **values: Any) -> Repor
     emb = create_embedder(cfg.embedder, **cfg.embedder_options)
     with output_for(cfg, "audit data", "dataset", "cache_dir", "tokenizer") as stage:
         result = compute_data_audit(cfg, ds, emb, report, progress=progress)
-        _write_clusters(stage / "clusters.parquet", result.entries, result.labels, result.status, STATUS_NAMES, pa, pq)
+        write_clusters(stage / "clusters.parquet", result.entries, result.labels, result.status, STATUS_NAMES, pa, pq)
         report.artifacts = ["clusters.parquet"]
         report.results = result.to_dict()
         render_data_audit(report, result, cfg, ds)
@@ -245,7 +251,7 @@ def describe_clusters(entries: Entries, labels: np.ndarray, n_clusters: int, *, 
             row(catch_all, None) if catch_all is not None else None)
 
 
-def _write_clusters(path: Path, entries, labels: np.ndarray, status: np.ndarray, names, pa, pq) -> None:
+def write_clusters(path: Path, entries, labels: np.ndarray, status: np.ndarray, names, pa, pq) -> None:
     import io
 
     table = pa.table({
