@@ -1,4 +1,4 @@
-"""`sdguard erase`: concept erasure (ESD-x, ESD-u, ESD-all, UCE).
+"""`sdguard erase` (concept erasure: ESD-x, ESD-u, ESD-all, UCE) and `sdguard desensitize` (the data).
 
 Its options are :class:`~sdguard.harden.erasure.commands.EraseConfig`'s fields plus every
 registered method's own options (each method's ``Options`` class), so a new method is one module
@@ -31,3 +31,18 @@ def _register() -> None:
 
 
 _register()
+
+
+def _desensitize(cfg, _extra, _cli) -> None:
+    from ..harden.desensitize import desensitize
+
+    done(desensitize(cfg), cfg.out)
+
+
+def _register_desensitize() -> None:
+    from ..harden.desensitize.options import DesensitizeConfig
+
+    add_command(app, "desensitize", DesensitizeConfig, _desensitize)
+
+
+_register_desensitize()

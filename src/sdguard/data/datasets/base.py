@@ -161,6 +161,20 @@ class Dataset(ABC):
         for row, source in self._sources([int(r) for r in rows]):
             yield _load(row, source, max_side)
 
+    def image_bytes(self, rows: Sequence[int]) -> Iterator[tuple[int, bytes | None, str]]:
+        """The image files' bytes of ``rows`` in order, undecoded: ``(row, bytes, "")``, or
+        ``(row, None, why)`` when there is no file to read (the record names none, or it is gone)."""
+        for row, source in self._sources([int(r) for r in rows]):
+            if source is None:
+                yield row, None, "no image for this entry"
+            elif isinstance(source, (bytes, bytearray, memoryview)):
+                yield row, bytes(source), ""
+            else:
+                try:
+                    yield row, Path(source).read_bytes(), ""
+                except OSError as exc:
+                    yield row, None, f"{type(exc).__name__}: {exc.strerror or exc}"
+
     def load(self, rows: Sequence[int], *, max_side: int | None = None) -> list[np.ndarray | None]:
         return [item.image for item in self.images(rows, max_side=max_side)]
 

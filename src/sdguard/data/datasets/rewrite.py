@@ -70,10 +70,7 @@ def rewrite_dataset(ds: Dataset, out: Path, edits: Mapping[int, RecordEdit], *,
 def _image_bytes(ds: Dataset, row: int, edit: RecordEdit) -> bytes | None:
     if edit.image is not None:
         return edit.image.read_bytes()
-    source = next(iter(ds._sources([row])))[1]
-    if source is None:
-        return None
-    return source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    return next(ds.image_bytes([row]))[1]
 
 
 def _copy_image(ds: Dataset, row: int, edit: RecordEdit, dest: Path) -> None:
@@ -81,11 +78,9 @@ def _copy_image(ds: Dataset, row: int, edit: RecordEdit, dest: Path) -> None:
     if edit.image is not None:
         shutil.copyfile(edit.image, dest)
         return
-    source = next(iter(ds._sources([row])))[1]
-    if isinstance(source, (bytes, bytearray)):
-        dest.write_bytes(source)
-    elif source is not None:
-        shutil.copyfile(source, dest)
+    data = next(ds.image_bytes([row]))[1]
+    if data is not None:
+        dest.write_bytes(data)
 
 
 def _write_rows(path: Path, rows: list[dict], columns: list[str] | None) -> None:
@@ -113,17 +108,17 @@ def _imagefolder(ds, out: Path, edits, drop) -> list[str]:
 
 
 def _caption_tables(ds, out: Path, edits, drop) -> list[str]:
-    written, start = [], 0
+    written, start, names = [], 0, ds.entries().file_names
     for f in ds.files:
         if f.suffix.lower() == ".parquet":
-            n = _rewrite_parquet(f, out / f.name, start, edits, drop, ds.text_column_of(f), None)
+            n = _rewrite_parquet(f, out / f.name, start, edits, drop, ds._impl.text_column, None)
         else:
             columns, rows = read_csv(f)
             kept = [edit_fields(rows[i], edits[start + i].text, drop) for i in range(len(rows)) if start + i in edits]
             _write_rows(out / f.name, kept, [c for c in columns if c not in drop])
             n = len(rows)
         for r in (r for r in sorted(edits) if start <= r < start + n):
-            name = ds.entries_names()[r]
+            name = names[r]
             if name:
                 _copy_image(ds, r, edits[r], out / Path(name))
         written.append(f.name)
