@@ -23,6 +23,7 @@ is Gaussian-blurred with a radius of a quarter of the box's side, or pixelated i
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -85,11 +86,12 @@ class OpenCVHaar:
     def __init__(self, *, min_size: int = 24, scale_factor: float = 1.1, min_neighbours: int = 5):
         cv2 = require("cv2", "desensitize", "face detection with opencv-haar (pip install 'opencv-python-headless<5')")
         folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-        if not folder:
+        if not folder or not hasattr(cv2, "CascadeClassifier") or \
+                not os.path.isfile(os.path.join(folder, "haarcascade_frontalface_default.xml")):
             raise InputError.bad("--face-detector", self.name, f"needs OpenCV's bundled Haar cascades, which OpenCV "
-                                 f"{cv2.__version__}'s wheel does not carry (4.x wheels do)")
+                                 f"{cv2.__version__} does not carry (the 4.x wheels do: pip install 'opencv-python-headless<5')")
         self.cv2 = cv2
-        self.cascade = cv2.CascadeClassifier(folder + "haarcascade_frontalface_default.xml")
+        self.cascade = cv2.CascadeClassifier(os.path.join(folder, "haarcascade_frontalface_default.xml"))
         if self.cascade.empty():
             raise InputError.bad("--face-detector", self.name, f"cannot load {folder}haarcascade_frontalface_default.xml")
         self.min_size, self.scale_factor, self.min_neighbours = min_size, scale_factor, min_neighbours

@@ -181,6 +181,10 @@ def _spacy_engine(model: str):
     return engine
 
 
+def _remove(_text: str) -> str:
+    return ""
+
+
 class PiiScrubber:
     """Find ``entities`` in captions and apply ``policy`` (type -> replace | mask | drop | off).
 
@@ -245,6 +249,8 @@ class PiiScrubber:
                 # chars_to_mask beyond the entity's length masks all of it
                 operators[e] = OperatorConfig("mask", {"masking_char": "*", "chars_to_mask": len(text),
                                                        "from_end": False})
+            elif self.replacement == "":  # Presidio's replace treats an empty new_value as its default
+                operators[e] = OperatorConfig("custom", {"lambda": _remove})
             else:
                 value = f"<{e}>" if self.replacement is None else self.replacement
                 operators[e] = OperatorConfig("replace", {"new_value": value})
