@@ -31,6 +31,11 @@ CHOICES = {
     ("FederateConfig", "batch_size"): 12,
     ("FederateConfig", "grad_sample_mode"): "functorch",
     ("FederateConfig", "partition"): "keyword:starry",
+    ("DesensitizeConfig", "method"): "exact",
+    ("DesensitizeConfig", "format"): "imagefolder",
+    ("DesensitizeConfig", "dedup"): "cap:3",
+    ("DesensitizeConfig", "pii"): ["mask", "EMAIL_ADDRESS=drop"],
+    ("DesensitizeConfig", "entities"): ["EMAIL_ADDRESS", "URL"],
 }
 
 # options that exclude one another: the first pass leaves out every swap's keys; each swap then runs a
@@ -61,6 +66,7 @@ LIBRARY = {
     "federate run": "sdguard.train.federated.deploy:run_deployed",
     "federate serve": "sdguard.train.federated.deploy:serve",
     "federate client": "sdguard.train.federated.deploy:node",
+    "desensitize": "sdguard.harden.desensitize:desensitize",
 }
 
 

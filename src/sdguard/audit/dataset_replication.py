@@ -180,7 +180,7 @@ def audit_data(*args: Any, progress: bool | None = None, **values: Any) -> Repor
     emb = create_embedder(cfg.embedder, **cfg.embedder_options)
     with output_for(cfg, "audit data", "dataset", "cache_dir", "tokenizer") as stage:
         result = compute_data_audit(cfg, ds, emb, report, progress=progress)
-        write_clusters(stage / "clusters.parquet", result.entries, result.labels, result.status, STATUS_NAMES, pa, pq)
+        _write_clusters(stage / "clusters.parquet", result.entries, result.labels, result.status, STATUS_NAMES, pa, pq)
         report.artifacts = ["clusters.parquet"]
         report.results = result.to_dict()
         render_data_audit(report, result, cfg, ds)
@@ -251,7 +251,7 @@ def describe_clusters(entries: Entries, labels: np.ndarray, n_clusters: int, *, 
             row(catch_all, None) if catch_all is not None else None)
 
 
-def write_clusters(path: Path, entries, labels: np.ndarray, status: np.ndarray, names, pa, pq) -> None:
+def _write_clusters(path: Path, entries, labels: np.ndarray, status: np.ndarray, names, pa, pq) -> None:
     import io
 
     table = pa.table({

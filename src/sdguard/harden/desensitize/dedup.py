@@ -7,7 +7,8 @@ every record (no keyword filter, no caption-length filter): computed here with t
 options, or read from an audit's ``clusters.parquet`` (``--dedup-from``), checked against the
 dataset so that the clusters of another dataset are never applied. In each cluster the first
 ``K`` members in dataset order are kept (the order is the one thing every format has), the rest
-are left out and named in the manifest with the record they duplicate.
+are left out and named in the manifest with the record they duplicate. The output's
+``clusters.parquet`` holds rows, names and cluster ids, not the captions (the input's).
 """
 
 from __future__ import annotations
@@ -85,20 +86,26 @@ def read_clusters(path: Path, names: list[str], argument: str) -> np.ndarray:
     return labels
 
 
-def compute_clusters(cfg, ds, report, stage: Path, *, progress: bool | None = None) -> tuple[np.ndarray, dict]:
-    """Cluster every record with ``cfg``'s search options (``sdguard audit data``'s computation),
-    write ``clusters.parquet`` into ``stage``; returns the labels per row and what was used."""
-    from ...audit.dataset_replication import ClusterOptions, DataAuditConfig, compute_data_audit, write_clusters
-    from ...embed import STATUS_NAMES, create_embedder
-
+def write_plan_clusters(path: Path, labels: np.ndarray, names: list[str]) -> None:
+    """The clusters as ``clusters.parquet`` (row, file_name, cluster_id) without the captions: they
+    are the input's, personal data included."""
     pa = require("pyarrow", "scale", "writing clusters.parquet")
     pq = require("pyarrow.parquet", "scale", "writing clusters.parquet")
+    pq.write_table(pa.table({"row": np.arange(len(names), dtype=np.int64), "file_name": names,
+                             "cluster_id": labels.astype(np.int64)}), path)
+
+
+def compute_clusters(cfg, ds, report, *, progress: bool | None = None) -> tuple[np.ndarray, dict]:
+    """Cluster every record with ``cfg``'s search options (``sdguard audit data``'s computation);
+    returns the labels per row and what was used."""
+    from ...audit.dataset_replication import ClusterOptions, DataAuditConfig, compute_data_audit
+    from ...embed import create_embedder
+
     require("faiss", "scale", "near-duplicate clustering")
     audit_cfg = DataAuditConfig(dataset=cfg.dataset, out=cfg.out, max_tokens=None,
                                 **{f: getattr(cfg, f) for f in ClusterOptions.model_fields})
     emb = create_embedder(cfg.embedder, **cfg.embedder_options)
     result = compute_data_audit(audit_cfg, ds, emb, report, progress=progress)
-    write_clusters(stage / CLUSTERS_FILE, result.entries, result.labels, result.status, STATUS_NAMES, pa, pq)
     labels = np.full(len(ds), -1, np.int64)
     labels[np.asarray(result.entries.rows, np.int64)] = result.labels
     return labels, {"from": "computed", "embedder": result.embedder, "threshold": result.clustering.threshold.to_dict()
@@ -114,12 +121,13 @@ def plan_dedup(cfg, ds, report, stage: Path, *, progress: bool | None = None) ->
     if cfg.dedup_from is not None:
         labels = read_clusters(Path(cfg.dedup_from) / CLUSTERS_FILE, names, "--dedup-from")
         source = {"from": str(cfg.dedup_from)}
-        (stage / CLUSTERS_FILE).write_bytes((Path(cfg.dedup_from) / CLUSTERS_FILE).read_bytes())
+        write_plan_clusters(stage / CLUSTERS_FILE, labels, names)
     elif (stage / CLUSTERS_FILE).is_file() and (stage / SOURCE_FILE).is_file():
         labels = read_clusters(stage / CLUSTERS_FILE, names, "--resume")
         source = json.loads((stage / SOURCE_FILE).read_text())
     else:
         with report.timer("clusters"):
-            labels, source = compute_clusters(cfg, ds, report, stage, progress=progress)
+            labels, source = compute_clusters(cfg, ds, report, progress=progress)
+        write_plan_clusters(stage / CLUSTERS_FILE, labels, names)
         atomic_write_json(stage / SOURCE_FILE, source)
     return DedupPlan(labels, select(labels, cfg.keep_per_cluster), source)

@@ -195,14 +195,6 @@ def _image(rec: dict, row: int, data: bytes | None, why: str, cfg: DesensitizeCo
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for corrupt files
         return {**rec, "kept": False, "reason": "unreadable image", "detail": f"{type(exc).__name__}: {exc}"[:200]}
     keep_icc = not cfg.strip_icc
-    if faces is not None:
-        if image.mode not in ("RGB", "RGBA", "L"):
-            image = image.convert("RGBA" if "transparency" in image.info or "A" in image.mode else "RGB")
-        anonymized, boxes = find_and_anonymize(image, faces, method=cfg.face_action, margin=cfg.face_margin)
-        if boxes:
-            rec["faces"] = [b.to_dict() for b in boxes]
-            data = _encode(anonymized, info, keep_icc)
-            rec["image"] = "faces anonymized"
     if cfg.metadata == "strip":
         try:
             stripped, labels = strip_metadata(data, keep_icc=keep_icc)
@@ -211,10 +203,22 @@ def _image(rec: dict, row: int, data: bytes | None, why: str, cfg: DesensitizeCo
         removed = [lab for lab in labels if not lab.startswith("unsupported:")]
         if removed:
             rec["metadata_removed"] = removed
-            rec.setdefault("image", "metadata stripped")
+            rec["image"] = "metadata stripped"
             data = stripped
         elif labels:
             rec["metadata_unsupported"] = labels[0].split(":", 1)[1]
+    else:
+        info["exif"] = image.info.get("exif")  # carried over when faces make a re-encode necessary
+    if faces is not None:
+        if image.mode not in ("RGB", "RGBA", "L"):
+            image = image.convert("RGBA" if "transparency" in image.info or "A" in image.mode else "RGB")
+        anonymized, boxes = find_and_anonymize(image, faces, method=cfg.face_action, margin=cfg.face_margin)
+        if boxes:
+            rec["faces"] = [b.to_dict() for b in boxes]
+            data = _encode(anonymized, info, keep_icc)
+            if cfg.metadata == "strip":  # the encoder writes none, but nothing is left to chance
+                data = strip_metadata(data, keep_icc=keep_icc)[0]
+            rec["image"] = "faces anonymized"
     if "image" in rec:
         name = f"{row}.{image_format(data)}"
         (stage / _RECORDS / name).write_bytes(data)
@@ -229,6 +233,8 @@ def _encode(image, info: dict, keep_icc: bool) -> bytes:
     options: dict[str, Any] = {}
     if keep_icc and info.get("icc_profile"):
         options["icc_profile"] = info["icc_profile"]
+    if info.get("exif") and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["exif"] = info["exif"]
     if info["jpeg"]:
         if image.mode not in ("RGB", "L", "CMYK"):
             image = image.convert("RGB")
