@@ -15,10 +15,24 @@ from pii_captions import make_captions, score  # noqa: E402
 from sdguard.core.errors import InputError  # noqa: E402
 from sdguard.harden.desensitize.diversify import diversify  # noqa: E402
 from sdguard.harden.desensitize.faces import (  # noqa: E402
-    anonymize_faces, create_face_detector, find_and_anonymize, merge_overlapping, widen, FaceBox)
-from sdguard.harden.desensitize.metadata import MetadataError, metadata_labels, strip_metadata  # noqa: E402
+    FaceBox,
+    anonymize_faces,
+    create_face_detector,
+    find_and_anonymize,
+    merge_overlapping,
+    widen,
+)
+from sdguard.harden.desensitize.metadata import (  # noqa: E402
+    MetadataError,
+    metadata_labels,
+    strip_metadata,
+)
 from sdguard.harden.desensitize.pii import (  # noqa: E402
-    REGEX_ENTITIES, PiiScrubber, check_entities, parse_policy)
+    REGEX_ENTITIES,
+    PiiScrubber,
+    check_entities,
+    parse_policy,
+)
 
 ASTRONAUT_FACE = (178, 74, 83, 83)  # where the face of skimage's astronaut is (x, y, w, h)
 

@@ -13,8 +13,8 @@ are left out and named in the manifest with the record they duplicate. The outpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +98,11 @@ def write_plan_clusters(path: Path, labels: np.ndarray, names: list[str]) -> Non
 def compute_clusters(cfg, ds, report, *, progress: bool | None = None) -> tuple[np.ndarray, dict]:
     """Cluster every record with ``cfg``'s search options (``sdguard audit data``'s computation);
     returns the labels per row and what was used."""
-    from ...audit.dataset_replication import ClusterOptions, DataAuditConfig, compute_data_audit
+    from ...audit.dataset_replication import (
+        ClusterOptions,
+        DataAuditConfig,
+        compute_data_audit,
+    )
     from ...embed import create_embedder
 
     require("faiss", "scale", "near-duplicate clustering")

@@ -199,8 +199,14 @@ class PiiScrubber:
         from presidio_analyzer import AnalyzerEngine, Pattern, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NoOpNlpEngine
         from presidio_analyzer.predefined_recognizers import (
-            CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, PhoneRecognizer, SpacyRecognizer,
-            UrlRecognizer)
+            CreditCardRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            PhoneRecognizer,
+            SpacyRecognizer,
+            UrlRecognizer,
+        )
         from presidio_anonymizer import AnonymizerEngine
 
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
