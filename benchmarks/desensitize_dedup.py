@@ -69,6 +69,17 @@ def measure(model_spec: str, world, seeds: int) -> dict:
     return check
 
 
+def goal_of(rows: list[dict]) -> dict:
+    """Issue 19's goal over the artworks the original replicates (>= 0.5): each falls to <= 0.05.
+    An artwork planted too rarely for the original to copy it is listed, not counted."""
+    copied = [r for r in rows if r["replication_original"] >= 0.5]
+    goal = {"artworks_replicated_by_original": [r["artwork"] for r in copied],
+            "artworks_not_replicated_by_original": [r["artwork"] for r in rows if r["replication_original"] < 0.5],
+            "replication_deduplicated_max": max((r["replication_deduplicated"] for r in copied), default=None)}
+    goal["met"] = bool(copied) and goal["replication_deduplicated_max"] <= 0.05
+    return goal
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/sdguard-desensitize-bench")
@@ -112,15 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, check in checks.items():
         attributes[name] = {"styles": {s["name"]: s["accuracy"] for s in check["styles"]},
                             "held_out": {a: v["accuracy"] for a, v in check["held_out"].items()},
-                            "object_keyword_share": check["object"]["keyword_share"]}
+                            "object_keyword_share": check["object"]["keyword_share"],
+                            "object_control_share": check["object"]["control_share"]}
     for kind in ("styles", "held_out"):
         for k in attributes["original"][kind]:
             print(f"{kind} {k:<10} accuracy {attributes['original'][kind][k]:.2f} -> "
                   f"{attributes['deduplicated'][kind][k]:.2f}")
-    goal = {"replication_original_min": min(r["replication_original"] for r in rows),
-            "replication_deduplicated_max": max(r["replication_deduplicated"] for r in rows)}
-    goal["met"] = goal["replication_original_min"] >= 0.5 and goal["replication_deduplicated_max"] <= 0.05
-    print(f"goal (original >= 0.5, deduplicated <= 0.05): {goal}")
+    goal = goal_of(rows)
+    print(f"goal (artworks the original replicates >= 0.5 fall to <= 0.05): {goal}")
     result = {"benchmark": "desensitize_dedup", "original": original, "seeds": args.seeds, "threshold": args.threshold,
               "desensitize": {"records": dd["records"], "dedup": dd["dedup"]}, "artworks": rows,
               "attributes": attributes, "goal": goal, "world_check": checks, "timings": timings,

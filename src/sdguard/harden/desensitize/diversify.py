@@ -40,7 +40,7 @@ def diversify(caption: str, method: str, rng: random.Random, *, vocabulary: Sequ
         return caption
     for _ in range(insertions):
         if method == "word-add":
-            word = rng.choice(list(vocabulary)) if vocabulary else str(rng.randrange(100000))
+            word = rng.choice(vocabulary) if len(vocabulary) else str(rng.randrange(100000))
         elif method == "word-repeat":
             word = rng.choice(caption.split())
         elif method == "number-add":
