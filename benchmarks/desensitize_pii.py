@@ -31,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from pii_captions import make_captions, score
 
-    from sdguard.harden.desensitize.pii import REGEX_ENTITIES, PiiScrubber, check_entities, parse_policy
+    from sdguard.harden.desensitize.pii import (
+        REGEX_ENTITIES,
+        PiiScrubber,
+        check_entities,
+        parse_policy,
+    )
 
     t0 = time.perf_counter()
     entities = check_entities([], None)
