@@ -137,3 +137,13 @@ def test_a_library_message_with_newlines_stays_one_sentence():
 
     text = str(InputError.bad("DATASET", "/d", "is not a readable parquet file (Invalid data\n); try again"))
     assert "\n" not in text and text == "DATASET '/d' is not a readable parquet file (Invalid data ); try again."
+
+
+def test_library_messages_become_one_line():
+    """pyarrow's "Couldn't deserialize thrift: ... Invalid data\\n" (found by the parquet fuzzer)."""
+    from sdguard.core.errors import reason
+
+    assert reason(OSError("Couldn't deserialize thrift: TProtocolException: Invalid data\n")) == \
+        "Couldn't deserialize thrift: TProtocolException: Invalid data"
+    assert reason(ValueError("\n\n  second line  \nthird")) == "second line"
+    assert reason(KeyError()) == "KeyError" and len(reason(ValueError("x" * 500))) == 200

@@ -89,3 +89,12 @@ def require(module: str, extra: str, purpose: str | None = None) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(module.split(".")[0], extra, purpose) from exc
+
+
+def reason(exc: BaseException, limit: int = 200) -> str:
+    """What a library's exception says, fit for one sentence: its first non-empty line, at most
+    ``limit`` characters, the exception's class name when it says nothing (pyarrow and others put
+    newlines and whole tracebacks in their messages)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

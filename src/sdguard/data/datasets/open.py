@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...core.errors import InputError, require
+from ...core.errors import InputError, reason, require
 from .base import FORMATS, Dataset, formats_sentence
 from .folder import ImageFolder
 from .parquet import CaptionTable, ParquetImages, bytes_column
@@ -60,7 +60,7 @@ def _parquet_kind(path: Path, files: list[Path]) -> str:
     try:
         schema = pq.read_schema(files[0])
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid and OSError
-        raise _no_format(path, f"{files[0].name} is not a readable parquet file: {exc}") from None
+        raise _no_format(path, f"{files[0].name} is not a readable parquet file: {reason(exc)}") from None
     return "parquet-images" if bytes_column(schema) else "captions"
 
 

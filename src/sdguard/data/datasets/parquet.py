@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...core.errors import InputError, SdguardError, require
+from ...core.errors import InputError, SdguardError, reason, require
 from ..captions import KeywordFilter, duckdb_connect, filter_parquet, parquet_list_sql
 from .base import CAPTION_COLUMNS, Dataset, Entries, InMemoryDataset, formats_sentence
 from .folder import read_csv
@@ -29,8 +29,7 @@ def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
 
 
 def _damaged(path: Path, exc: Exception) -> InputError:
-    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    return InputError.bad("DATASET", str(path), f"is not a readable parquet file ({why})")
+    return InputError.bad("DATASET", str(path), f"is not a readable parquet file ({reason(exc)})")
 
 
 def parquet_file(path: Path):

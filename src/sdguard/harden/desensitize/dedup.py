@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.errors import InputError, require
+from ...core.errors import InputError, reason, require
 from ...core.io import atomic_write_json
 
 CLUSTERS_FILE = "clusters.parquet"
@@ -74,7 +74,7 @@ def read_clusters(path: Path, names: list[str], argument: str) -> np.ndarray:
     try:
         table = pq.read_table(path, columns=["row", "file_name", "cluster_id"]).to_pydict()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, KeyError, OSError
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        why = reason(exc)
         raise InputError.bad(argument, str(path), f"is not a clusters table of `sdguard audit data` ({why})") from None
     labels = np.full(len(names), -1, np.int64)
     for row, name, k in zip(table["row"], table["file_name"], table["cluster_id"]):

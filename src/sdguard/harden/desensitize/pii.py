@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ...core.errors import InputError, require
+from ...core.errors import InputError, reason, require
 
 #: the entity types the regex-only registry finds, with what they are
 REGEX_ENTITIES: dict[str, str] = {
@@ -176,7 +176,7 @@ def _spacy_engine(model: str):
     try:
         engine.load()
     except Exception as exc:  # noqa: BLE001 - spaCy raises OSError, ValueError, config errors
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        why = reason(exc)
         raise InputError.bad("--spacy-model", model, f"could not be loaded as a spaCy pipeline ({why})") from None
     return engine
 
