@@ -27,21 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-
-def run(*args: str) -> float:
-    cmd = [sys.executable, "-m", "sdguard", *args]
-    print("running: sdguard", " ".join(args), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return round(time.perf_counter() - t0, 1)
+from finetune_new_artwork import machine, write_results  # noqa: E402
+from finetune_new_artwork import sdguard as run  # noqa: E402
 
 
 def train(dataset: Path, out: Path) -> float | None:
@@ -134,10 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "desensitize_dedup", "original": original, "seeds": args.seeds, "threshold": args.threshold,
               "desensitize": {"records": dd["records"], "dedup": dd["dedup"]}, "artworks": rows,
               "attributes": attributes, "goal": goal, "world_check": checks, "timings": timings,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.results}")
+              "machine": machine()}
+    write_results(args.results, result)
     return 0
 
 

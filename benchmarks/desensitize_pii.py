@@ -11,9 +11,6 @@ Writes ``benchmarks/results/desensitize_pii.json`` (medians and minima over the 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -21,6 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--captions", type=int, default=1500)
     ap.add_argument("--results", default=str(HERE / "results" / "desensitize_pii.json"))
     args = ap.parse_args(argv)
+    from finetune_new_artwork import machine, write_results
     from pii_captions import make_captions, score
 
     from sdguard.harden.desensitize.pii import (
@@ -75,10 +74,8 @@ def main(argv: list[str] | None = None) -> int:
               "ms_per_caption_median": round(statistics.median(ms), 3),
               "goal": {"recall_min": 0.99, "precision_min": 0.95,
                        "met": all(r["recall"]["min"] >= 0.99 and r["precision"]["min"] >= 0.95 for r in table.values())},
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.results}")
+              "machine": machine()}
+    write_results(args.results, result)
     return 0
 
 
