@@ -44,18 +44,27 @@ def _membership(cfg, _extra, _cli) -> None:
     done(audit_membership(cfg), cfg.out)
 
 
+def _watermark(cfg, _extra, _cli) -> None:
+    from ..audit.watermark import audit_watermark
+    from .main import done
+
+    done(audit_watermark(cfg), cfg.out)
+
+
 def _register() -> None:
     from ..audit.dataset_replication import DataAuditConfig
     from ..audit.erasure import AuditErasureConfig
     from ..audit.generation_replication import GenerationAuditConfig
     from ..audit.membership import MembershipConfig
     from ..audit.memorization import MemorizationConfig
+    from ..audit.watermark import AuditWatermarkConfig
 
     add_command(audit_app, "data", DataAuditConfig, _data)
     add_command(audit_app, "erasure", AuditErasureConfig, _erasure)
     add_command(audit_app, "generations", GenerationAuditConfig, _generations)
     add_command(audit_app, "memorization", MemorizationConfig, _memorization)
     add_command(audit_app, "membership", MembershipConfig, _membership)
+    add_command(audit_app, "watermark", AuditWatermarkConfig, _watermark)
 
 
 _register()

@@ -1,4 +1,5 @@
-"""`sdguard erase` (concept erasure: ESD-x, ESD-u, ESD-all, UCE) and `sdguard desensitize` (the data).
+"""`sdguard erase` (concept erasure: ESD-x, ESD-u, ESD-all, UCE), `sdguard desensitize` (the data) and
+`sdguard watermark embed|detect`.
 
 Its options are :class:`~sdguard.harden.erasure.commands.EraseConfig`'s fields plus every
 registered method's own options (each method's ``Options`` class), so a new method is one module
@@ -6,6 +7,8 @@ plus one registry line and its options appear here by themselves.
 """
 
 from __future__ import annotations
+
+import typer
 
 from .build import add_command
 from .main import app, done
@@ -46,3 +49,29 @@ def _register_desensitize() -> None:
 
 
 _register_desensitize()
+
+
+watermark_app = typer.Typer(no_args_is_help=True, help="Watermark images and detect watermarks.")
+
+
+def _watermark_embed(cfg, _extra, _cli) -> None:
+    from ..harden.watermark import watermark_embed
+
+    done(watermark_embed(cfg), cfg.out)
+
+
+def _watermark_detect(cfg, _extra, _cli) -> None:
+    from ..harden.watermark import watermark_detect
+
+    done(watermark_detect(cfg), cfg.out)
+
+
+def _register_watermark() -> None:
+    from ..harden.watermark.run import WatermarkDetectConfig, WatermarkEmbedConfig
+
+    add_command(watermark_app, "embed", WatermarkEmbedConfig, _watermark_embed)
+    add_command(watermark_app, "detect", WatermarkDetectConfig, _watermark_detect)
+    app.add_typer(watermark_app, name="watermark")
+
+
+_register_watermark()

@@ -1,2 +1,2 @@
-"""harden"""
-from .erasure import erase  # noqa: E402,F401
+"""Hardening: concept erasure (:mod:`.erasure`), data desensitization (:mod:`.desensitize`) and
+watermarking (:mod:`.watermark`); each imported on use, so one does not load the others."""

@@ -263,6 +263,29 @@ class DiffusionModel:
             x0 = (x.float() - (1 - a).sqrt() * eps) / a.sqrt()
         return b.sqrt() * x0.float() + (1 - b).sqrt() * eps.float()
 
+    def ddim_invert(self, latents: torch.Tensor, embeddings: torch.Tensor, steps: int = 50) -> torch.Tensor:
+        """Deterministic DDIM inversion (Song et al. 2021; Dhariwal and Nichol 2021's reverse ODE)
+        of clean ``latents`` to the noise they would be sampled from, over the ``steps``-step DDIM
+        grid, ascending: at each timestep t the noise is estimated at the current latent (one
+        level below t, the usual approximation) under ``embeddings`` without guidance, and the
+        latent moved from the previous level to t (:meth:`ddim_move`'s update). The first level is
+        the scheduler's ``final_alpha_cumprod`` (1 with ``set_alpha_to_one``), as in diffusers'
+        DDIMInverseScheduler. Float32 throughout."""
+        from diffusers import DDIMScheduler
+
+        grid = DDIMScheduler.from_config(self.scheduler.config)
+        grid.set_timesteps(int(steps))
+        final = getattr(self.scheduler, "final_alpha_cumprod", self.scheduler.alphas_cumprod[0])
+        a_prev = torch.as_tensor(final).float().to(latents.device)
+        x = latents.float()
+        for t in sorted(int(t) for t in grid.timesteps):
+            with torch.no_grad():
+                eps = self.to_epsilon(self.predict_noise(x, t, embeddings.expand(x.shape[0], -1, -1)), x, t)
+            a_t = self.alpha_bar(t, x)
+            x = a_t.sqrt() * (x - (1 - a_prev).sqrt() * eps) / a_prev.sqrt() + (1 - a_t).sqrt() * eps
+            a_prev = a_t
+        return x
+
     def guided_noise(self, latents: torch.Tensor, timesteps, embeddings: PromptEmbeddings, guidance: float) -> torch.Tensor:
         """Classifier-free guidance: eps_u + g (eps_c - eps_u)."""
         if torch.is_tensor(timesteps) and timesteps.ndim == 1:  # one timestep per latent: repeat for both halves
@@ -307,12 +330,15 @@ class DiffusionModel:
         prompt_embeddings: PromptEmbeddings | None = None,
         on_batch: Callable[[int], None] | None = None,
         callback_on_step_end: Callable | None = None,
+        latents: torch.Tensor | None = None,
     ) -> Generation:
         """Generate one image per prompt; image i from a generator seeded ``seeds[i]``.
 
         ``prompt_embeddings`` replaces the text (e.g. an optimized adversarial embedding);
         ``callback_on_step_end`` is passed to the diffusers pipeline (inference-time hooks);
-        ``on_batch(k)`` is called after each batch with its number of images (progress bars).
+        ``on_batch(k)`` is called after each batch with its number of images (progress bars);
+        ``latents`` (N x C x h x w) replace the seeds' Gaussian initial latents (an in-generation
+        watermark such as Gaussian Shading); the seeds still drive the sampler's own noise.
         """
         prompts = list(prompts)
         n = len(prompts) if prompt_embeddings is None else len(prompt_embeddings)
@@ -336,7 +362,8 @@ class DiffusionModel:
         for start in range(0, n, batch_size):
             idx = slice(start, min(n, start + batch_size))
             b_seeds = seed_list[idx]
-            latents = self.initial_latents(b_seeds, height, width)
+            start_latents = self.initial_latents(b_seeds, height, width) if latents is None \
+                else latents[idx].to(self.device, self.dtype)
             gens = [torch.Generator("cpu").manual_seed(s + 1_000_003) for s in b_seeds]
             captured: dict[str, torch.Tensor] = {}
 
@@ -347,7 +374,7 @@ class DiffusionModel:
 
             call = dict(
                 num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
-                latents=latents, generator=gens, output_type="pt", callback_on_step_end=capture,
+                latents=start_latents, generator=gens, output_type="pt", callback_on_step_end=capture,
             )
             if prompt_embeddings is not None:
                 emb = prompt_embeddings.select(idx)

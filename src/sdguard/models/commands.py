@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 from pydantic import field_validator
 
 from ..audit.memorization.mitigation import MitigationOptions
 from ..core.config import OutputConfig, RunConfig, build, option, output_for
+from ..core.errors import InputError
 from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.progress import progress_bar
+from ..harden.watermark.options import WatermarkOptions
 from ..report import Report, auto_scale, make_grid, png_bytes
 
 MODEL_HELP = "builtin:NAME, a diffusers folder, a .safetensors file, a hub id, or any of them +lora:FOLDER"
 DEVICE_HELP = "cpu, cuda, mps (default: best available)"
 
 
-class GenerateConfig(OutputConfig, MitigationOptions):
+class GenerateConfig(OutputConfig, MitigationOptions, WatermarkOptions):
     """Generate images: N per prompt, each from its own seed."""
 
     model: str = option(positional=True, help=MODEL_HELP)
@@ -69,10 +72,17 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
         all_prompts = [p for p in cfg.prompts for _ in range(cfg.n)]
         all_seeds = [cfg.seed + j for _ in cfg.prompts for j in range(cfg.n)]
         mitigator = mitigator_for(cfg, m, report.models["model"]["fingerprint"])
+        marker = _watermark(cfg, m)
+        latents = None
+        if marker is not None and marker[0].in_generation:
+            latents = marker[0].initial_latents(marker[2], marker[1], all_seeds)
         with report.timer("generate"), progress_bar("generating", len(all_prompts), enabled=progress) as bar:
             gen, stats = generate_with(m, mitigator, all_prompts, all_seeds, steps=cfg.steps, guidance=cfg.guidance,
                                        height=cfg.height, width=cfg.width, batch_size=cfg.batch_size,
-                                       negative_prompt=cfg.negative_prompt, on_batch=bar.advance)
+                                       negative_prompt=cfg.negative_prompt, on_batch=bar.advance, latents=latents)
+        if marker is not None and not marker[0].in_generation:
+            with report.timer("watermark"):
+                gen.images = np.stack([marker[0].embed(im, marker[2], marker[1]) for im in gen.images])
         rows = []
         for k, (prompt, s, img) in enumerate(zip(gen.prompts, gen.seeds, gen.images)):
             name = f"images/p{k // cfg.n:03d}_s{s}.png"
@@ -85,6 +95,9 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
                           "images_per_second": round(len(rows) / max(report.timings["generate"], 1e-9), 3)}
         if mitigator is not None:
             report.results["mitigation"] = summarize(stats, mitigator)
+        if marker is not None:  # the scheme and the key's fingerprint, never the key
+            report.results["watermark"] = {"scheme": marker[0].config(), "key_fingerprint": marker[1].fingerprint,
+                                           "payload_bits": int(marker[2].size)}
         scale = auto_scale(gen.images.shape[1])
         for i, prompt in enumerate(cfg.prompts):
             grid = make_grid(gen.images[i * cfg.n:(i + 1) * cfg.n], columns=8, scale=scale)
@@ -94,6 +107,26 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
                           f"{report.results['images_per_second']} images/s"]
         report.write(stage)
     return report
+
+
+def _watermark(cfg: GenerateConfig, model):
+    """(scheme, key, payload) of ``--watermark``, or None; a post-hoc scheme's size limit is checked
+    before anything is generated."""
+    from ..harden.watermark.options import scheme_for
+
+    if cfg.watermark is None:
+        return None
+    if cfg.watermark == "gaussian-shading":
+        if (cfg.height or model.default_size) != (cfg.width or model.default_size):
+            raise InputError.bad("--width", cfg.width, "must equal --height with gaussian-shading")
+        marker = scheme_for(cfg, model=model, size=cfg.height or model.default_size, inversion_steps=cfg.steps)
+    else:
+        marker = scheme_for(cfg)
+        side = min(cfg.height or model.default_size, cfg.width or model.default_size)
+        if side < marker[0].min_side:
+            raise InputError.bad("--watermark", cfg.watermark, f"needs images of at least {marker[0].min_side} pixels "
+                                 f"a side; these are {side} (set --height and --width)")
+    return marker
 
 
 def info(*args: Any, **values: Any) -> dict:

@@ -165,18 +165,20 @@ def summarize(stats: np.ndarray, mitigator: Mitigator) -> dict:
 
 def generate_with(model, mitigator: Mitigator | None, prompts: list[str], seeds: list[int], *, steps: int,
                   guidance: float, height: int | None = None, width: int | None = None, batch_size: int = 8,
-                  negative_prompt: str | None = None, on_batch=None):
+                  negative_prompt: str | None = None, on_batch=None, latents=None):
     """``model.generate`` with the mitigation applied first when there is one; returns the
-    generation and the per-image ``(score before, score after, iterations)`` (None without)."""
+    generation and the per-image ``(score before, score after, iterations)`` (None without).
+    ``latents``: initial latents instead of the seeds' (an in-generation watermark)."""
     if mitigator is None:
         return model.generate(prompts, seeds, steps=steps, guidance=guidance, height=height, width=width,
-                              batch_size=batch_size, negative_prompt=negative_prompt, on_batch=on_batch), None
+                              batch_size=batch_size, negative_prompt=negative_prompt, on_batch=on_batch,
+                              latents=latents), None
     if negative_prompt:
         raise InputError.bad("--negative-prompt", negative_prompt, "cannot be combined with --mitigate (the "
                              "mitigation guides against the empty prompt it was measured with)")
     size = (height or model.default_size, width or model.default_size)
     emb, stats = mitigator.embeddings(model, list(prompts), list(seeds), steps, size)
     gen = model.generate(list(prompts), list(seeds), steps=steps, guidance=guidance, height=size[0], width=size[1],
-                         batch_size=batch_size, prompt_embeddings=emb, on_batch=on_batch)
+                         batch_size=batch_size, prompt_embeddings=emb, on_batch=on_batch, latents=latents)
     return gen, stats
 __all__ = ["MitigationOptions", "Mitigator", "mitigator_for", "summarize", "generate_with"]

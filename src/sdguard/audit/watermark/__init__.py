@@ -1,2 +1,6 @@
-"""The watermark audit (issue 20, in progress): the robustness suite's attacks (:mod:`.attacks`)
-and image-quality metrics (:mod:`.metrics`)."""
+"""The watermark audit: the robustness suite's attacks (:mod:`.attacks`), image-quality metrics
+(:mod:`.metrics`), the suite's scoring (:mod:`.robustness`) and ``sdguard audit watermark`` (:mod:`.run`)."""
+
+from .run import AuditWatermarkConfig, audit_watermark
+
+__all__ = ["AuditWatermarkConfig", "audit_watermark"]

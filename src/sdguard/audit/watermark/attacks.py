@@ -10,7 +10,11 @@ Each attack is written ``NAME:VALUE`` and chained with ``+`` (``jpeg:75+resize:0
   and the size kept;
 - ``noise:SIGMA``: additive Gaussian noise of standard deviation SIGMA (0-255 units);
 - ``blur:R``: Gaussian blur of radius R pixels;
-- ``brightness:F``: brightness scaled by F (Pillow's ImageEnhance).
+- ``brightness:F``: brightness scaled by F (Pillow's ImageEnhance);
+- ``regen:S``: the regeneration attack of Zhao et al. 2023 ("Invisible Image Watermarks Are
+  Provably Removable Using Generative AI"): the image through a model's img2img at strength S
+  (noised to S of the schedule, denoised with the empty prompt, guidance 1, 25 steps), diffusers'
+  ``StableDiffusionImg2ImgPipeline`` over the model's components; only with a model.
 
 :data:`DEFAULT_SUITE` is the list the audit runs by default (the issue's: JPEG 90/75/50, resize
 0.5/0.25, crop 0.75/0.5, rotation 5/15, noise, blur, brightness and combined chains).
@@ -86,7 +90,27 @@ ATTACKS: dict[str, tuple[Callable, tuple[float, float], str]] = {
     "crop": (crop, (0.05, 1), "the share of each side kept"), "rotate": (rotate, (-180, 180), "degrees"),
     "noise": (noise, (0, 255), "a standard deviation"), "blur": (blur, (0, 50), "a radius in pixels"),
     "brightness": (brightness, (0, 10), "a brightness factor"),
+    "regen": (None, (0.01, 1), "an img2img strength"),
 }
+
+
+def regenerate(image: np.ndarray, strength: float, rng, model) -> np.ndarray:
+    """``image`` through ``model``'s img2img at ``strength`` (the empty prompt, guidance 1)."""
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    from ...models.adapter import to_uint8
+
+    pipe = StableDiffusionImg2ImgPipeline.from_pipe(model.pipeline)  # the same modules, no copy
+    pipe.set_progress_bar_config(disable=True)
+    f = model.vae_scale_factor
+    h, w = image.shape[:2]
+    x = torch.from_numpy(np.array(image[: h - h % f, : w - w % f])).permute(2, 0, 1)[None].float() / 255
+    generator = torch.Generator("cpu").manual_seed(int(rng.integers(0, 2**31)))
+    with torch.no_grad():
+        out = pipe(prompt="", image=x.to(model.device, model.dtype), strength=float(strength), guidance_scale=1.0,
+                   num_inference_steps=25, output_type="pt", generator=generator).images
+    return to_uint8(out * 2 - 1)[0]
 
 
 def parse_attack(spec: str, argument: str = "--attack") -> list[tuple[str, float]]:
@@ -110,9 +134,19 @@ def parse_attack(spec: str, argument: str = "--attack") -> list[tuple[str, float
     return steps
 
 
-def apply_attack(image: np.ndarray, spec: str, seed: int = 0) -> np.ndarray:
-    """``image`` after the chain ``spec`` (randomness from ``seed``: crop offsets, noise)."""
+def needs_model(spec: str) -> bool:
+    return any(name == "regen" for name, _ in parse_attack(spec))
+
+
+def apply_attack(image: np.ndarray, spec: str, seed: int = 0, model=None) -> np.ndarray:
+    """``image`` after the chain ``spec`` (randomness from ``seed``: crop offsets, noise, the
+    regeneration's sampler); ``regen`` needs ``model``."""
     rng = np.random.default_rng(seed)
     for name, value in parse_attack(spec):
-        image = ATTACKS[name][0](image, value, rng)
+        if name == "regen":
+            if model is None:
+                raise InputError.bad("--attack", spec, "regenerates through a model's img2img: give --model")
+            image = regenerate(image, value, rng, model)
+        else:
+            image = ATTACKS[name][0](image, value, rng)
     return image

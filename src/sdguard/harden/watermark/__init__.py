@@ -1,5 +1,7 @@
-"""Watermarking generated images (issue 20, in progress): the scheme registry and detection
-statistics (:mod:`.base`) and keys (:mod:`.keys`). The schemes themselves are not registered yet."""
+"""Watermarking generated images: the scheme registry and detection statistics (:mod:`.base`), keys
+(:mod:`.keys`), sdguard's own post-hoc scheme (:mod:`.spread`), Gaussian Shading in the initial
+latents (:mod:`.gaussian_shading`), invisible-watermark's baselines (:mod:`.invisible`), and
+``sdguard watermark embed|detect`` (:mod:`.run`)."""
 
 from .base import (
            WATERMARKS,
@@ -10,6 +12,12 @@ from .base import (
            match_threshold,
 )
 from .keys import WatermarkKey, load_key
+from .run import (
+           WatermarkDetectConfig,
+           WatermarkEmbedConfig,
+           watermark_detect,
+           watermark_embed,
+)
 
-__all__ = ["WATERMARKS", "Detection", "Watermark", "WatermarkKey", "create_watermark", "detect_bits", "load_key",
-           "match_threshold"]
+__all__ = ["WATERMARKS", "Detection", "Watermark", "WatermarkDetectConfig", "WatermarkEmbedConfig", "WatermarkKey",
+           "create_watermark", "detect_bits", "load_key", "match_threshold", "watermark_detect", "watermark_embed"]

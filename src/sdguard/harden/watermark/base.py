@@ -23,6 +23,14 @@ from ...core.registry import Registry
 
 #: watermark schemes by name (``--watermark``); each entry is a :class:`Watermark` subclass
 WATERMARKS: Registry = Registry("watermark scheme", argument="--watermark")
+WATERMARKS.register("sdguard-spread", "sdguard.harden.watermark.spread:SpreadWatermark",
+                    description="sdguard's own periodic spread-spectrum mark (post-hoc, 48 bits)")
+for _name, _cls in (("dwtDct", "DwtDct"), ("dwtDctSvd", "DwtDctSvd"), ("rivaGan", "RivaGan")):
+    WATERMARKS.register(_name, f"sdguard.harden.watermark.invisible:{_cls}",
+                        description=f"invisible-watermark's {_name} (baseline, post-hoc, unkeyed)")
+WATERMARKS.register("gaussian-shading", "sdguard.harden.watermark.gaussian_shading:GaussianShading",
+                    description="Gaussian Shading (Yang et al. 2024): the key in the initial latents, read by DDIM "
+                                "inversion (in-generation)")
 
 
 def binomial_tail(n: int, k: int) -> float:
@@ -94,6 +102,10 @@ class Watermark(ABC):
     min_side = 0
     #: what the scheme is, for reports
     description = ""
+    #: a scheme that cannot resynchronise is handed attacked images resized back to their marked size
+    needs_original_size = False
+    #: marks at generation time (the initial latents) rather than an image afterwards
+    in_generation = False
 
     @abstractmethod
     def embed(self, image: np.ndarray, payload: np.ndarray, key) -> np.ndarray:
@@ -102,6 +114,10 @@ class Watermark(ABC):
     @abstractmethod
     def decode(self, image: np.ndarray, key) -> np.ndarray:
         """Soft scores per payload bit (positive: 1)."""
+
+    def decode_many(self, images, key) -> np.ndarray:
+        """:meth:`decode` of each image, one row per image (schemes that batch override it)."""
+        return np.stack([np.asarray(self.decode(im, key), dtype=np.float64) for im in images])
 
     def check_payload(self, payload: np.ndarray) -> np.ndarray:
         payload = np.asarray(payload, dtype=np.uint8).ravel()
