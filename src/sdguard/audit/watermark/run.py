@@ -38,7 +38,8 @@ class AuditWatermarkConfig(OutputConfig, WatermarkOptions):
     images: list[str] = option(default_factory=lambda: ["builtin:photos"], flag="--images",
                                help="images or folders to mark (post-hoc schemes); builtin:photos is scikit-image's "
                                "sample photos")
-    size: int = option(512, ge=64, le=4096, help="the side builtin:photos are resized to")
+    size: int = option(512, ge=8, le=4096, help="the side builtin:photos are resized to; the side an in-generation "
+                       "scheme generates at when given (default: the model's)")
     attacks: list[str] = option(default_factory=lambda: list(DEFAULT_SUITE), flag="--attack",
                                 help="an attack of the suite, NAME:VALUE chained with + (repeat; default the whole "
                                 "suite, plus regen:0.3 when --model is given)")
@@ -105,7 +106,11 @@ def audit_watermark(*args: Any, progress: bool | None = None, **values: Any) -> 
         from ...models.adapter import DiffusionModel
 
         model = DiffusionModel.load(cfg.model, device=cfg.device)
-    scheme, key, payload = scheme_for(cfg, model=model)
+    in_generation = cfg.watermark is not None and cfg.watermark in WATERMARKS and \
+        getattr(WATERMARKS.get(cfg.watermark), "in_generation", False)
+    options = {"size": cfg.size, "inversion_steps": cfg.steps} if in_generation and "size" in cfg.model_fields_set \
+        else {"inversion_steps": cfg.steps} if in_generation else {}
+    scheme, key, payload = scheme_for(cfg, model=model, **options)
     attacks = list(cfg.attacks)
     if model is not None and "attacks" not in cfg.model_fields_set:
         attacks.append("regen:0.3")

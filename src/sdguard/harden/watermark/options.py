@@ -60,8 +60,9 @@ def payload_bits(cfg: WatermarkOptions, scheme: Watermark, key: WatermarkKey) ->
     return scheme.check_payload(bits)
 
 
-def scheme_for(cfg: WatermarkOptions, model=None, **options) -> tuple[Watermark, WatermarkKey, np.ndarray]:
-    """The scheme ``cfg`` names (with ``model`` for an in-generation one), its key and payload."""
+def scheme_for(cfg: WatermarkOptions, model=None, **generation_options) -> tuple[Watermark, WatermarkKey, np.ndarray]:
+    """The scheme ``cfg`` names, its key and payload; an in-generation scheme is built with
+    ``model`` and ``generation_options`` (its size, inversion steps), which a post-hoc one ignores."""
     if cfg.watermark is None:
         raise InputError.bad("--watermark", None, f"is needed: name a scheme ({', '.join(WATERMARKS.names())})")
     cls = WATERMARKS.get(cfg.watermark)
@@ -69,9 +70,10 @@ def scheme_for(cfg: WatermarkOptions, model=None, **options) -> tuple[Watermark,
         if model is None:
             raise InputError.bad("--watermark", cfg.watermark, "marks images while they are generated and reads them "
                                  "through the model: give --model")
-        scheme = create_watermark(cfg.watermark, model=model, **options)
+        scheme = create_watermark(cfg.watermark, model=model,
+                                  **{k: v for k, v in generation_options.items() if v is not None})
     else:
-        scheme = create_watermark(cfg.watermark, **options)
+        scheme = create_watermark(cfg.watermark)
     key = load_key(cfg.key)
     return scheme, key, payload_bits(cfg, scheme, key)
 

@@ -32,6 +32,10 @@ class WatermarkDetectConfig(OutputConfig, WatermarkOptions):
     files: list[str] = option(positional=True, metavar="FILES", min_length=1, help="images or folders of images")
     fpr: float = option(1e-6, gt=0.0, lt=1.0, help="the false-positive rate the detection threshold holds")
     model: str | None = option(None, help="the model, for an in-generation scheme (gaussian-shading)")
+    size: int | None = option(None, ge=8, le=4096, help="the side an in-generation scheme's images were generated at "
+                              "(default: the model's)")
+    inversion_steps: int = option(50, ge=1, le=1000, help="DDIM inversion steps of an in-generation scheme (as many "
+                                  "as the generation's)")
     device: str | None = option(None, help="cpu, cuda, mps (default: best available)")
 
 
@@ -95,7 +99,13 @@ def watermark_detect(*args: Any, progress: bool | None = None, **values: Any) ->
         from ...models.adapter import DiffusionModel
 
         model = DiffusionModel.load(cfg.model, device=cfg.device)
-    scheme, key, payload = scheme_for(cfg, model=model)
+    options = {"size": cfg.size, "inversion_steps": cfg.inversion_steps} if model is not None else {}
+    if model is None and (cfg.size is not None or "inversion_steps" in cfg.model_fields_set):
+        from ...core.errors import InputError
+
+        raise InputError.bad("--size" if cfg.size is not None else "--inversion-steps", cfg.size or cfg.inversion_steps,
+                             "is used only with --model (an in-generation scheme)")
+    scheme, key, payload = scheme_for(cfg, model=model, **options)
     report = Report("watermark detect", cfg)
     if model is not None:
         report.add_model("model", model)
