@@ -36,6 +36,12 @@ CHOICES = {
     ("DesensitizeConfig", "dedup"): "cap:3",
     ("DesensitizeConfig", "pii"): ["mask", "EMAIL_ADDRESS=drop"],
     ("DesensitizeConfig", "entities"): ["EMAIL_ADDRESS", "URL"],
+    **{(cls, "watermark"): "dwtDct" for cls in ("GenerateConfig", "WatermarkEmbedConfig", "WatermarkDetectConfig",
+                                               "AuditWatermarkConfig")},
+    **{(cls, "payload"): "0x5eed" for cls in ("GenerateConfig", "WatermarkEmbedConfig", "WatermarkDetectConfig",
+                                             "AuditWatermarkConfig")},
+    ("AuditWatermarkConfig", "attacks"): ["jpeg:80", "crop:0.9+rotate:2"],
+    ("AuditWatermarkConfig", "fprs"): [0.01, 0.0001],
 }
 
 # options that exclude one another: the first pass leaves out every swap's keys; each swap then runs a
@@ -67,6 +73,9 @@ LIBRARY = {
     "federate serve": "sdguard.train.federated.deploy:serve",
     "federate client": "sdguard.train.federated.deploy:node",
     "desensitize": "sdguard.harden.desensitize:desensitize",
+    "watermark embed": "sdguard.harden.watermark:watermark_embed",
+    "watermark detect": "sdguard.harden.watermark:watermark_detect",
+    "audit watermark": "sdguard.audit.watermark:audit_watermark",
 }
 
 

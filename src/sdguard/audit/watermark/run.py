@@ -135,12 +135,12 @@ def audit_watermark(*args: Any, progress: bool | None = None, **values: Any) -> 
             null, qual = originals, quality(originals, marked)
         with report.timer("attacks"), progress_bar("attacks", len(attacks), enabled=progress) as bar:
             rows = run_suite(scheme, key, payload, marked, null, attacks, cfg.fprs, cfg.seed, model, bar.advance)
-        _write(report, cfg, scheme, key, payload, rows, qual, embed_s, names, originals, marked, model)
+        _write(report, cfg, scheme, key, payload, rows, qual, embed_s, names, originals, marked)
         report.write(stage)
     return report
 
 
-def _write(report, cfg, scheme, key, payload, rows, qual, embed_s, names, originals, marked, model) -> None:
+def _write(report, cfg, scheme, key, payload, rows, qual, embed_s, names, originals, marked) -> None:
     from ...report.plots import bar_plot
 
     first = f"tpr@{cfg.fprs[0]:g}"
@@ -168,8 +168,9 @@ def _write(report, cfg, scheme, key, payload, rows, qual, embed_s, names, origin
                          scale=max(1, 96 // marked[0].shape[0]))
         report.section("Watermarked (top) and unwatermarked generations of the same seeds (bottom)",
                        figures=[(png_bytes(grid), "generations")])
-    examples = [a for r in rows[:8] for a in attacked(scheme, marked[:1], r["attack"], cfg.seed, model)]
-    report.section("The first image through the first attacks", ", ".join(r["attack"] for r in rows[:8]),
+    shown_attacks = [r["attack"] for r in rows if not needs_model(r["attack"])][:8]  # regeneration: not redone
+    examples = [a for spec in shown_attacks for a in attacked(scheme, marked[:1], spec, cfg.seed)]
+    report.section("The first image through the first attacks", ", ".join(shown_attacks),
                    figures=[(png_bytes(make_grid(examples, columns=4, background=255)), "attacked")])
     worst = min(rows, key=lambda r: r[first])
     report.summary = [f"{scheme.name} (key {key.fingerprint}), {len(marked)} images, {len(rows)} attacks",
