@@ -7,10 +7,13 @@ builtin:tiny.
 
 - ``compare``: every scheme marks the same images (scikit-image's photos at 512 px and builtin:tiny
   generations made at 512 px), goes through the robustness suite in one run, and is timed on the
-  same images (embed and detect, medians per image). The baselines are handed attacked images
+  same images (embed and detect, medians per image); the generations are made at 256 px and
+  resized to 512 px (builtin:tiny's UNet takes 10 s a step at 512 px here). The baselines are handed attacked images
   resized back to 512 px (their best case); sdguard-spread is not.
 - ``null``: sdguard-spread decoded on >= 1000 unwatermarked images (random crops at random scales of
   the photos and of generations): detections at 1e-3 and 1e-6 against the binomial threshold.
+- ``attributes``: the attribute probe on unwatermarked generations against Gaussian Shading's
+  under four keys (the same prompts and seeds).
 - ``latent``: Gaussian Shading on builtin:tiny with the world check's sampler settings (25 steps,
   guidance 5) at 32 px, and at 128 px: TPR at 1e-3 after JPEG 75 and resize 0.5, detections on as
   many unwatermarked generations, the sign agreement of the inverted latents, and the attribute
@@ -44,23 +47,28 @@ def _key():
     return WatermarkKey(bytes(range(32)))
 
 
-def _generated(size: int, n: int) -> list[np.ndarray]:
+def _generated(n: int, size: int = 512, made_at: int = 256) -> list[np.ndarray]:
+    """builtin:tiny generations made at ``made_at`` px (its UNet takes 10 s a step at 512 px on this
+    CPU) and resized to ``size`` (bicubic)."""
+    from PIL import Image
+
     from sdguard.models.adapter import DiffusionModel
 
     model = DiffusionModel.load("builtin:tiny")
     prompts = ["a red circle on the left", "a blue square at the top", "a green triangle", "a starry night painting"]
-    return list(model.generate([prompts[i % 4] for i in range(n)], seeds=list(range(n)), steps=25, guidance=5.0,
-                               height=size, width=size, batch_size=2).images)
+    images = model.generate([prompts[i % 4] for i in range(n)], seeds=list(range(n)), steps=25, guidance=5.0,
+                            height=made_at, width=made_at, batch_size=2).images
+    return [np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in images]
 
 
-def compare(n_generated: int = 6) -> dict:
+def compare(n_generated: int = 4) -> dict:
     from sdguard.audit.watermark.attacks import DEFAULT_SUITE
     from sdguard.audit.watermark.robustness import quality, run_suite
     from sdguard.harden.watermark import create_watermark
     from sdguard.harden.watermark.options import photos
 
     key = _key()
-    sets = {"photos": list(photos(512).values()), "generated": _generated(512, n_generated)}
+    sets = {"photos": list(photos(512).values()), "generated": _generated(n_generated)}
     schemes = {"sdguard-spread": {}, "sdguard-spread bch_t=5": {"bch_t": 5},
                "sdguard-spread host_rejection=0": {"host_rejection": 0.0}, "dwtDct": {}, "dwtDctSvd": {}, "rivaGan": {}}
     out = {}
@@ -96,7 +104,7 @@ def null_calibration(n: int = 1000, seed: int = 0) -> dict:
     key = _key()
     scheme = create_watermark("sdguard-spread")
     payload = key.bits(f"payload/{scheme.name}", scheme.bits)
-    sources = list(photos(512).values()) + _generated(256, 8)
+    sources = list(photos(512).values()) + _generated(4)
     rng = np.random.default_rng(seed)
     matches, detections, t0 = [], {1e-3: 0, 1e-6: 0}, time.perf_counter()
     for i in range(n):
@@ -182,13 +190,46 @@ def latent(n: int = 128, n_null: int = 1000, n_large: int = 48) -> dict:
     return out
 
 
+def attributes(n: int = 256, keys: int = 4) -> dict:
+    """The attribute probe on builtin:tiny generations at 32 px: unwatermarked against Gaussian
+    Shading under ``keys`` keys, the same prompts and seeds (a fixed key fixes the latents' signs,
+    so one key's generations can lean one way; the mean over keys is the scheme's cost)."""
+    from sdguard.audit.erasure.concepts import load_or_make_default_world
+    from sdguard.audit.world_check import autoencoded
+    from sdguard.data.world.probes import AttributeClassifier
+    from sdguard.harden.watermark import WatermarkKey, create_watermark
+    from sdguard.models.adapter import DiffusionModel
+
+    model = DiffusionModel.load("builtin:tiny")
+    world = load_or_make_default_world()
+    classifier = AttributeClassifier().fit(autoencoded(world, model))
+    values = world.ground_truth["attributes"]
+    rng = np.random.default_rng(1)
+    combos = [{a: str(rng.choice(values[a])) for a in ("shape", "color", "position")} for _ in range(n)]
+    prompts = [f"a {c['color']} {c['shape']} {c['position']}" for c in combos]
+    seeds = list(range(500, 500 + n))
+    plain = _attribute_accuracy(model, model.generate(prompts, seeds=seeds, steps=25, guidance=5.0).images, combos,
+                                classifier)
+    scheme = create_watermark("gaussian-shading", model=model)
+    per_key = []
+    for k in range(keys):
+        key = WatermarkKey(bytes([k + 7]) * 32)
+        latents = scheme.initial_latents(key.bits("payload", scheme.bits), key, seeds)
+        images = model.generate(prompts, seeds=seeds, steps=25, guidance=5.0, latents=latents).images
+        per_key.append(_attribute_accuracy(model, images, combos, classifier))
+        print(f"key {k}: {per_key[-1]} (unwatermarked {plain})", flush=True)
+    mean = {a: float(np.mean([r[a] for r in per_key])) for a in plain}
+    return {"images": n, "keys": keys, "unwatermarked": plain, "watermarked_per_key": per_key,
+            "watermarked_mean": mean, "standard_error": {a: float(np.sqrt(plain[a] * (1 - plain[a]) / n)) for a in plain}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["compare", "null", "latent", "all"], default="all")
+    ap.add_argument("--part", choices=["compare", "null", "latent", "attributes", "all"], default="all")
     args = ap.parse_args()
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     result["machine"] = machine()
-    for part, fn in (("compare", compare), ("null", null_calibration), ("latent", latent)):
+    for part, fn in (("compare", compare), ("null", null_calibration), ("latent", latent), ("attributes", attributes)):
         if args.part in (part, "all"):
             result[part] = fn()
             write_results(RESULTS, result)

@@ -18,6 +18,11 @@ As published (official code ``bsmhmmlf/Gaussian-Shading``, ``watermark.py``
   the bit accuracy compared with the binomial threshold at the false-positive rate (the paper's
   ``tau_onebit``, :func:`~.base.match_threshold`).
 
+Measured limit: builtin:tiny at its own 32 px recovers only 0.55 of the latent signs through its
+autoencoder and the unconditional inversion (0.61 from the exact final latents, 0.84 with
+guidance 1), so detection there is near chance; at 128 px (4096 latents, 16 copies a bit) it
+detects (``benchmarks/watermark.py --part latent``).
+
 Deviations:
 - ``hw_copy`` defaults to the latent side over 8 (the paper's 8 at 512 px, a 64-latent), so the
   mark is the paper's 256 bits at any resolution; on builtin:tiny's 8 x 8 latents each bit has one
@@ -26,8 +31,9 @@ Deviations:
 - the ChaCha20 key and nonce are derived from the sdguard key (HMAC, :mod:`.keys`) and fixed per
   key, as a deployed detector needs them without the image's seed; the official code draws a
   fresh key per image and detects with it right away. With one nonce, every image of one payload
-  shares its latent signs (the magnitudes still vary with the seed); the watermark audit measures
-  what that costs on the attribute probes;
+  shares its latent signs (the magnitudes still vary with the seed), so one key's generations can
+  lean one way: on builtin:tiny the attribute probe's shape accuracy moved by up to +-0.07 from
+  key to key around the unwatermarked value (``benchmarks/watermark.py --part attributes``);
 - the uniform draws ``u`` come from the image's seed, so a watermarked generation is reproducible;
 - ChaCha20 is ``cryptography``'s (16-byte nonce: a 4-byte counter of 0 and 12 derived bytes)
   instead of PyCryptodome's.

@@ -29,11 +29,14 @@ synchronisation peak stands highest are refined by coordinate descent on period 
 same peak over the whole image, and the best wins. Each code bit's score is the folded tile's
 correlation with its row; BCH (when on) corrects up to ``t`` hard errors.
 
-Measured choices (``benchmarks/watermark.py``): BCH with t = 5 (83 code bits) lost to the
-uncoded 48 bits after every attack of the goal: each added code bit dilutes every bit's energy,
-and the errors come in bursts when the lattice is off, which BCH cannot fix, so it is opt-in;
-informed embedding took the worst unattacked bit accuracy on eight photos at 384 px from 0.90 to
-1.00 and after JPEG 50 from 0.88 to 0.98.
+Measured choices (``benchmarks/watermark.py``, 18 photos and 4 generations at 512 px, side by
+side): BCH with t = 5 (83 code bits) matched the uncoded 48 bits on the goal's attacks and lost
+after the hardest (bit accuracy after resize 0.25 0.916 against 0.928, after crop 0.5 0.957
+against 0.971, photos' means): each added code bit dilutes every bit's energy and the errors come
+in bursts when the lattice is off, which BCH cannot fix, so it is opt-in. Informed embedding
+raised the 10th-percentile bit accuracy after JPEG 50, resize 0.5, crop 0.75 and rotation 5 from
+0.93-0.97 to 0.97-1.00 on the photos and from 0.89-0.96 to 0.97-1.00 on the generations, for
+about 25 ms more per embedding.
 
 Deviations from Kutter et al.: spreading by orthogonal Hadamard rows instead of a random
 sequence, a separate synchronisation row (the lattice alone gives the scale and angle, the row
@@ -313,7 +316,12 @@ class SpreadWatermark(Watermark):
 
     def decode_details(self, image: np.ndarray, key) -> dict:
         """Scores, the lattice found and the BCH outcome."""
-        image = self.check_image(image) if min(image.shape[:2]) >= self.min_side else np.asarray(image)
+        image = np.asarray(image)
+        if image.ndim != 3 or min(image.shape[:2]) < TILE // 2:  # a resized or cropped copy may be under min_side
+            from ...core.errors import InputError
+
+            raise InputError.bad("FILES", "x".join(map(str, image.shape[1::-1])), f"is too small to read "
+                                 f"{self.name} from (at least {TILE // 2} pixels per side)")
         y = luminance(image)
         p, sync = self._patterns(key)
         identity = (self._aligned(y, float(TILE), 0.0, p, sync), float(TILE), 0.0)
