@@ -20,6 +20,7 @@ from pydantic import field_validator
 from ...core.config import OutputConfig, build, option, output_for
 from ...core.errors import InputError
 from ...core.progress import progress_bar
+from ...harden.watermark.base import WATERMARKS
 from ...harden.watermark.options import (
     WatermarkOptions,
     image_paths,
@@ -38,9 +39,9 @@ class AuditWatermarkConfig(OutputConfig, WatermarkOptions):
     images: list[str] = option(default_factory=lambda: ["builtin:photos"], flag="--images",
                                help="images or folders to mark (post-hoc schemes); builtin:photos is scikit-image's "
                                "sample photos")
-    size: int = option(512, ge=8, le=4096, help="the side builtin:photos are resized to; the side an in-generation "
-                       "scheme generates at when given (default: the model's)")
-    attacks: list[str] = option(default_factory=lambda: list(DEFAULT_SUITE), flag="--attack",
+    size: int | None = option(None, ge=8, le=4096, help="the side builtin:photos are resized to (default 512); the "
+                              "side an in-generation scheme generates at (default: the model's)")
+    attacks: list[str] = option(default_factory=list, flag="--attack",
                                 help="an attack of the suite, NAME:VALUE chained with + (repeat; default the whole "
                                 "suite, plus regen:0.3 when --model is given)")
     fprs: list[float] = option(default_factory=lambda: [1e-3, 1e-6], flag="--fpr", help="a false-positive rate the "
@@ -75,7 +76,7 @@ def _images(cfg: AuditWatermarkConfig) -> tuple[list[str], list[np.ndarray]]:
     names, out = [], []
     for given in cfg.images:
         if given == "builtin:photos":
-            for name, im in photos(cfg.size).items():
+            for name, im in photos(cfg.size or 512).items():
                 names.append(f"builtin:photos/{name}")
                 out.append(im)
         else:
@@ -106,14 +107,10 @@ def audit_watermark(*args: Any, progress: bool | None = None, **values: Any) -> 
         from ...models.adapter import DiffusionModel
 
         model = DiffusionModel.load(cfg.model, device=cfg.device)
-    in_generation = cfg.watermark is not None and cfg.watermark in WATERMARKS and \
-        getattr(WATERMARKS.get(cfg.watermark), "in_generation", False)
-    options = {"size": cfg.size, "inversion_steps": cfg.steps} if in_generation and "size" in cfg.model_fields_set \
-        else {"inversion_steps": cfg.steps} if in_generation else {}
+    in_generation = cfg.watermark in WATERMARKS and getattr(WATERMARKS.get(cfg.watermark), "in_generation", False)
+    options = {"size": cfg.size, "inversion_steps": cfg.steps} if in_generation else {}
     scheme, key, payload = scheme_for(cfg, model=model, **options)
-    attacks = list(cfg.attacks)
-    if model is not None and "attacks" not in cfg.model_fields_set:
-        attacks.append("regen:0.3")
+    attacks = list(cfg.attacks) or list(DEFAULT_SUITE) + (["regen:0.3"] if model is not None else [])
     for spec in attacks:
         if needs_model(spec) and model is None:
             raise InputError.bad("--attack", spec, "regenerates through a model's img2img: give --model")

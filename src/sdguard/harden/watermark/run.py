@@ -34,8 +34,8 @@ class WatermarkDetectConfig(OutputConfig, WatermarkOptions):
     model: str | None = option(None, help="the model, for an in-generation scheme (gaussian-shading)")
     size: int | None = option(None, ge=8, le=4096, help="the side an in-generation scheme's images were generated at "
                               "(default: the model's)")
-    inversion_steps: int = option(50, ge=1, le=1000, help="DDIM inversion steps of an in-generation scheme (as many "
-                                  "as the generation's)")
+    inversion_steps: int | None = option(None, ge=1, le=1000, help="DDIM inversion steps of an in-generation scheme "
+                                         "(default 50; as many as the generation's)")
     device: str | None = option(None, help="cpu, cuda, mps (default: best available)")
 
 
@@ -100,7 +100,7 @@ def watermark_detect(*args: Any, progress: bool | None = None, **values: Any) ->
 
         model = DiffusionModel.load(cfg.model, device=cfg.device)
     options = {"size": cfg.size, "inversion_steps": cfg.inversion_steps} if model is not None else {}
-    if model is None and (cfg.size is not None or "inversion_steps" in cfg.model_fields_set):
+    if model is None and (cfg.size is not None or cfg.inversion_steps is not None):
         from ...core.errors import InputError
 
         raise InputError.bad("--size" if cfg.size is not None else "--inversion-steps", cfg.size or cfg.inversion_steps,
