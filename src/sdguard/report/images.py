@@ -44,3 +44,10 @@ def make_grid(images: Sequence[np.ndarray] | np.ndarray, columns: int = 8, scale
 def auto_scale(size: int, target: int = 96) -> int:
     """Integer upscale so a ``size``-pixel image shows at about ``target`` pixels."""
     return max(1, target // max(1, size))
+
+
+def difference_image(original: np.ndarray, changed: np.ndarray, gain: int = 16) -> np.ndarray:
+    """The largest per-channel difference of two uint8 images, times ``gain``, as a grey RGB image
+    (a watermark's residue, made visible)."""
+    d = np.abs(changed.astype(np.int16) - original.astype(np.int16)).max(axis=2)
+    return np.repeat(np.clip(d * gain, 0, 255).astype(np.uint8)[..., None], 3, axis=2)

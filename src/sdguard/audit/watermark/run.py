@@ -29,6 +29,7 @@ from ...harden.watermark.options import (
     scheme_for,
 )
 from ...report import Report, make_grid, png_bytes
+from ...report.images import difference_image
 from .attacks import DEFAULT_SUITE, needs_model, parse_attack
 from .robustness import attacked, quality, run_suite
 
@@ -154,9 +155,8 @@ def _write(report, cfg, scheme, key, payload, rows, qual, embed_s, names, origin
                                       title=f"{scheme.name}: TPR at FPR {cfg.fprs[0]:g}", ylabel="TPR"), "TPR")])
     shown = list(range(min(4, len(marked))))
     if qual is not None:
-        diff = [np.repeat(np.clip(np.abs(marked[i].astype(int) - originals[i].astype(int)).max(2) * 16, 0, 255)
-                          .astype(np.uint8)[..., None], 3, 2) for i in shown]
-        grid = make_grid([x for i, d in zip(shown, diff) for x in (originals[i], marked[i], d)], columns=3)
+        grid = make_grid([x for i in shown for x in (originals[i], marked[i], difference_image(originals[i], marked[i]))],
+                         columns=3)
         report.section("Original, watermarked, difference (x16)", f"PSNR median {qual['psnr_median']:.2f} dB "
                        f"(min {qual['psnr_min']:.2f}), SSIM median {qual['ssim_median']:.4f}",
                        figures=[(png_bytes(grid), "examples")])

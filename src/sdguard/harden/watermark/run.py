@@ -15,6 +15,7 @@ from ...core.config import OutputConfig, build, option
 from ...core.io import atomic_write_bytes, atomic_write_text
 from ...core.progress import progress_bar
 from ...report import Report, make_grid, png_bytes
+from ...report.images import difference_image
 from .options import WatermarkOptions, image_paths, read_image, scheme_for
 
 
@@ -37,13 +38,6 @@ class WatermarkDetectConfig(OutputConfig, WatermarkOptions):
     inversion_steps: int | None = option(None, ge=1, le=1000, help="DDIM inversion steps of an in-generation scheme "
                                          "(default 50; as many as the generation's)")
     device: str | None = option(None, help="cpu, cuda, mps (default: best available)")
-
-
-def _difference(original, marked):
-    import numpy as np
-
-    d = np.abs(marked.astype(np.int16) - original.astype(np.int16)).max(axis=2)
-    return np.repeat(np.clip(d * 16, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def watermark_embed(*args: Any, progress: bool | None = None, **values: Any) -> Report:
@@ -74,7 +68,7 @@ def watermark_embed(*args: Any, progress: bool | None = None, **values: Any) -> 
                           "payload_bits": int(payload.size), "images": len(rows),
                           "psnr_min": min(r["psnr"] for r in rows),
                           "seconds_per_image": round(report.timings["embed"] / len(rows), 4)}
-        grid = make_grid([x for pair in shown for x in (*pair, _difference(*pair))], columns=3)
+        grid = make_grid([x for pair in shown for x in (*pair, difference_image(*pair))], columns=3)
         report.section("Original, watermarked, difference (x16)", figures=[(png_bytes(grid), "examples")])
         report.summary = [f"{len(rows)} images watermarked with {scheme.name} (key {key.fingerprint})",
                           f"PSNR at least {report.results['psnr_min']:.1f} dB"]
