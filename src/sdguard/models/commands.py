@@ -112,13 +112,14 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
 def _watermark(cfg: GenerateConfig, model):
     """(scheme, key, payload) of ``--watermark``, or None; a post-hoc scheme's size limit is checked
     before anything is generated."""
+    from ..harden.watermark import WATERMARKS
     from ..harden.watermark.options import scheme_for
 
     if cfg.watermark is None:
         return None
-    if cfg.watermark == "gaussian-shading":
+    if WATERMARKS.get(cfg.watermark).in_generation:
         if (cfg.height or model.default_size) != (cfg.width or model.default_size):
-            raise InputError.bad("--width", cfg.width, "must equal --height with gaussian-shading")
+            raise InputError.bad("--width", cfg.width, f"must equal --height with {cfg.watermark}")
         marker = scheme_for(cfg, model=model, size=cfg.height or model.default_size, inversion_steps=cfg.steps)
     else:
         marker = scheme_for(cfg)
