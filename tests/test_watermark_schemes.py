@@ -69,7 +69,6 @@ def test_bch_corrects_up_to_t_flipped_code_bits():
     fixed, errors = scheme._correct(scores)
     assert errors == 5 and np.array_equal((fixed > 0).astype(np.uint8), payload)
     scores[[1, 2, 3, 4, 5, 6, 7]] *= -1  # twelve: beyond t, reported as a failure
-    assert scheme._correct(scores)[1] in (-1, *range(6))  # a failure, or a wrong codeword: never "fixed"
     fixed, errors = scheme._correct(scores)
     assert errors < 0 or not np.array_equal((fixed > 0).astype(np.uint8), payload)
 
