@@ -34,7 +34,7 @@ browser:
 	  echo "chromium could not be installed: the browser test will be skipped"
 
 test: install browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=40
 
 bench: install
 	$(PY) -m pytest -q -m slow

@@ -43,6 +43,16 @@ def reply_error(msg) -> str | None:
     return f"{getattr(err, 'reason', err)} (code {getattr(err, 'code', '?')})"
 
 
+def _replied_for(reply, sent) -> int:
+    """The node a reply answers for. An error the SuperLink writes itself (a node that stopped sending
+    heartbeats) comes from the SuperLink's own node id, so it is matched to the message it answers."""
+    to = getattr(reply.metadata, "reply_to_message_id", "")
+    for m in sent:
+        if to and m.metadata.__dict__.get("_message_id") == to:
+            return m.metadata.dst_node_id
+    return reply.metadata.src_node_id
+
+
 class RoundRecorder(Strategy):
     """A Flower strategy that delegates to ``inner`` and records every round (see the module).
     Under central client-level DP a round is released only if every sampled client replied: the
@@ -53,7 +63,7 @@ class RoundRecorder(Strategy):
         self.inner, self.cfg, self.offset = inner, cfg, offset
         self.epsilon_at, self.on_round = epsilon_at, on_round
         self.rounds: list[dict] = []
-        self._sampled: dict[int, list[int]] = {}
+        self._sent: dict[int, list] = {}
 
     def summary(self) -> None:
         self.inner.summary()
@@ -61,15 +71,16 @@ class RoundRecorder(Strategy):
     def configure_train(self, server_round, arrays, config, grid):
         wait_for_nodes(grid, self.cfg.needed, self.cfg.round_timeout, f"round {server_round + self.offset}")
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
-        self._sampled[server_round] = [m.metadata.dst_node_id for m in messages]
+        self._sent[server_round] = messages  # the grid sets their message ids in place when it pushes them
         return messages
 
     def aggregate_train(self, server_round, replies):
         replies = list(replies)
-        sampled = self._sampled.pop(server_round, [])
+        sent = self._sent.pop(server_round, [])
+        sampled = [m.metadata.dst_node_id for m in sent]
         ok = [m for m in replies if not m.has_error()]
-        failed = {m.metadata.src_node_id: reply_error(m) for m in replies if m.has_error()}
-        answered = {m.metadata.src_node_id for m in replies}
+        failed = {_replied_for(m, sent): reply_error(m) for m in replies if m.has_error()}
+        answered = {_replied_for(m, sent) for m in replies}
         for node in sampled:
             if node not in answered:
                 failed[node] = f"no reply within --round-timeout {self.cfg.round_timeout:g} s"

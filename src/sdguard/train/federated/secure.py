@@ -37,7 +37,7 @@ def secagg_start(recorder, grid, arrays, rounds: int, train_config: dict, contex
 
     from .rounds import reply_error, reply_figures, wait_for_nodes
 
-    cfg, keys = recorder.cfg, list(arrays.keys())
+    cfg, keys, sampled_in = recorder.cfg, list(arrays.keys()), {}
 
     class Recorded(LegacyFedAvg):
         """Legacy FedAvg whose rounds go to ``recorder`` (the SecAgg+ workflow calls it)."""
@@ -45,11 +45,11 @@ def secagg_start(recorder, grid, arrays, rounds: int, train_config: dict, contex
         def configure_fit(self, server_round, parameters, client_manager):
             wait_for_nodes(grid, cfg.needed, cfg.round_timeout, f"round {server_round + recorder.offset}")
             ins = super().configure_fit(server_round, parameters, client_manager)
-            recorder._sampled[server_round] = [c.node_id for c, _ in ins]
+            sampled_in[server_round] = [c.node_id for c, _ in ins]
             return ins
 
         def aggregate_fit(self, server_round, results, failures):
-            sampled = recorder._sampled.pop(server_round, [])
+            sampled = sampled_in.pop(server_round, [])
             params, metrics = super().aggregate_fit(server_round, results, failures) if results else (None, {})
             answered = {proxy.node_id for proxy, _ in results}
             failed = [{"node": int(n), "reason": "no masked reply (dropped out of SecAgg+)"} for n in sampled
