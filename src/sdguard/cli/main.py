@@ -27,7 +27,7 @@ out = Console()
 
 
 def _register_groups() -> None:
-    from . import harden  # noqa: F401  (registers `sdguard erase` and `sdguard desensitize`)
+    from . import deploy, harden  # noqa: F401  (register `sdguard erase`, `desensitize`, `encrypt`, `serve`, ...)
     from .audit import audit_app
     from .data import data_app
     from .federate import federate_app

@@ -2,7 +2,8 @@
 
 Specs: ``builtin:NAME``, a local diffusers folder (``model_index.json``), a single ``.safetensors``
 file (sdguard's own single-file format, or an original Stable Diffusion checkpoint loaded with
-diffusers' ``from_single_file``), or a Hugging Face model id (loaded from the hub where it is
+diffusers' ``from_single_file``), an encrypted folder (``sdguard encrypt``; the key from ``SDGUARD_KEY``
+or ``SDGUARD_KEY_FILE``, decrypted in memory), or a Hugging Face model id (loaded from the hub where it is
 reachable; offline, a clear error that says how to pass a local folder instead).
 """
 
@@ -74,6 +75,12 @@ def _load_folder(path: Path):
 
     if not (path / "model_index.json").is_file():
         raise InputError.bad("MODEL", str(path), "is a folder but not a diffusers pipeline (it has no model_index.json)")
+    from ..deploy.weights import is_encrypted_folder
+
+    if is_encrypted_folder(path):  # `sdguard encrypt`'s output: verified, decrypted in memory
+        from ..deploy.weights import load_encrypted_pipeline
+
+        return load_encrypted_pipeline(path)
     variant = _check_components(path)
     try:
         return StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, variant=variant,
