@@ -128,8 +128,13 @@ def test_a_header_change_is_refused_by_the_tensor_layer_too(encrypted, keys, tmp
     assert len(old) == len(new) and old in text
     raw = path.read_bytes()
     path.write_bytes(raw[:8] + text.replace(old, new, 1).encode() + raw[8 + n:])
+    key = weights_key(f"file:{keys / 'weights.key'}")
     with pytest.raises(TamperedError, match="header signature"):
-        decrypt_tensors(path, weights_key(f"file:{keys / 'weights.key'}"))
+        decrypt_tensors(path, key)
+    path.write_bytes(raw)
+    _flip(path, len(raw) - 100)  # a byte of the last tensor's ciphertext: its GCM tag fails, by name
+    with pytest.raises(TamperedError, match=r"tensor '.+' of .*does not decrypt"):
+        decrypt_tensors(path, key)
 
 
 def test_the_wrong_key_or_a_wrong_pinned_signer_is_refused(encrypted, keys, run_cli, tmp_path, monkeypatch):

@@ -62,8 +62,14 @@ def _serve(cfg, _extra, _cli) -> None:
 
 
 def _register() -> None:
-    from ..deploy.commands import (DecryptConfig, EncryptConfig, KeygenConfig, LogReadConfig, LogRekeyConfig,
-                                   ServeKeyConfig)
+    from ..deploy.commands import (
+        DecryptConfig,
+        EncryptConfig,
+        KeygenConfig,
+        LogReadConfig,
+        LogRekeyConfig,
+        ServeKeyConfig,
+    )
     from ..deploy.service import ServeConfig
 
     add_command(app, "keygen", KeygenConfig, _keygen)

@@ -7,7 +7,6 @@ queue is full (``Retry-After``), 500 never on purpose: a failure inside generati
 sentence, and the request is logged as failed.
 """
 
-from __future__ import annotations
 
 import asyncio
 import json

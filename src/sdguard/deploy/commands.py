@@ -92,7 +92,13 @@ def encrypt(*args: Any, **values: Any) -> Report:
     """Encrypt ``model`` into ``out`` (a folder that is itself a model spec)."""
     from ..models.builtin import package_weights_dir
     from .signing import sign_folder, signing_key_path
-    from .weights import encrypt_folder, encrypt_pipeline, is_encrypted_folder, weights_key, write_marker
+    from .weights import (
+        encrypt_folder,
+        encrypt_pipeline,
+        is_encrypted_folder,
+        weights_key,
+        write_marker,
+    )
 
     cfg = build(EncryptConfig, args, values)
     key, pem = weights_key(cfg.key), signing_key_path(cfg.sign_key)

@@ -46,7 +46,10 @@ class ServeConfig(WatermarkOptions):
                                  "env:SDGUARD_LOG_KEY)")
     host: str = option("127.0.0.1", help="the address to listen on")
     port: int = option(8000, ge=0, le=65_535, help="the port to listen on")
-    size: int | None = option(None, ge=16, le=2048, help="the side of the images served (default: the model's)")
+    size: int | None = option(None, ge=16, le=4096, help="the side of the images served (default: --generate-size); "
+                              "a different side is reached by resizing (bicubic) before the gate and the watermark")
+    generate_size: int | None = option(None, ge=8, le=2048, help="the side the model generates at (default: the "
+                                       "model's own)")
     max_n: int = option(4, ge=1, le=64, help="most images per request")
     max_steps: int = option(50, ge=1, le=1000, help="most denoising steps per request")
     default_steps: int = option(25, ge=1, le=1000, help="steps when a request gives none")
@@ -129,8 +132,12 @@ class Guard:
             raise InputError.bad("--watermark", None, f"is needed: every image the service returns is watermarked "
                                  f"({', '.join(WATERMARKS.names())})")
         self.model = model or DiffusionModel.load(cfg.model, device=cfg.device)
-        self.size = cfg.size or self.model.default_size
+        self.generate_size = cfg.generate_size or self.model.default_size
+        self.size = cfg.size or self.generate_size
         if WATERMARKS.get(cfg.watermark).in_generation:
+            if self.size != self.generate_size:
+                raise InputError.bad("--size", self.size, f"must equal --generate-size with {cfg.watermark} (the mark "
+                                     "is in the latents, read back at the generated size)")
             self.marker = scheme_for(cfg, model=self.model, size=self.size)
         else:
             self.marker = scheme_for(cfg)
@@ -172,8 +179,13 @@ class Guard:
         seeds = [body["seed"] + i for i in range(body["n"])]
         latents = scheme.initial_latents(payload, key, seeds) if scheme.in_generation else None
         gen = self.model.generate([body["prompt"]] * body["n"], seeds, steps=body["steps"], guidance=body["guidance"],
-                                  height=self.size, width=self.size, batch_size=body["n"], latents=latents)
+                                  height=self.generate_size, width=self.generate_size, batch_size=body["n"],
+                                  latents=latents)
         images = gen.images  # uint8 N x H x W x 3
+        if self.size != self.generate_size:
+            from ..core.images import resize_batch
+
+            images = np.clip(np.rint(resize_batch(images, self.size, resample="bicubic")), 0, 255).astype(np.uint8)
         verdicts = self.gate.check(images)
         out = []
         for i, (img, blocked) in enumerate(zip(images, verdicts)):
