@@ -42,6 +42,9 @@ CHOICES = {
                                              "AuditWatermarkConfig")},
     ("AuditWatermarkConfig", "attacks"): ["jpeg:80", "crop:0.9+rotate:2"],
     ("AuditWatermarkConfig", "fprs"): [0.01, 0.0001],
+    ("ServeConfig", "watermark"): "dwtDct",
+    ("ServeConfig", "payload"): "0x5eed",
+    ("ServeConfig", "block"): ["FEET_EXPOSED=0.5", "ANUS_EXPOSED=off"],
 }
 
 # options that exclude one another: the first pass leaves out every swap's keys; each swap then runs a
@@ -76,6 +79,13 @@ LIBRARY = {
     "watermark embed": "sdguard.harden.watermark:watermark_embed",
     "watermark detect": "sdguard.harden.watermark:watermark_detect",
     "audit watermark": "sdguard.audit.watermark:audit_watermark",
+    "keygen": "sdguard.deploy.commands:keygen",
+    "encrypt": "sdguard.deploy.commands:encrypt",
+    "decrypt": "sdguard.deploy.commands:decrypt",
+    "serve": "sdguard.deploy.commands:serve",
+    "log read": "sdguard.deploy.commands:log_read",
+    "log rekey": "sdguard.deploy.commands:log_rekey",
+    "api-key add": "sdguard.deploy.commands:serve_key_add",
 }
 
 
