@@ -230,3 +230,14 @@ def test_schemathesis_finds_no_server_error(guard, setup):
             except Unsatisfiable:  # GET /health and /metrics take no input: nothing negative to send
                 assert mode == schemathesis.GenerationMode.NEGATIVE and operation.method.upper() == "GET"
     assert 200 in seen and any(400 <= s < 500 for s in seen)
+
+
+def test_a_service_that_could_not_mark_its_images_does_not_start(setup):
+    from sdguard.core.errors import InputError
+    from sdguard.deploy.service import Guard
+
+    root, _ = setup
+    with pytest.raises(InputError, match=r"^--size 32 is too small for sdguard-spread"):
+        Guard(_config(root, size=None))  # the tiny model's own 32 px
+    with pytest.raises(InputError, match=r"^--watermark None is needed"):
+        Guard(_config(root, watermark=None))

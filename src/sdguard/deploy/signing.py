@@ -94,11 +94,14 @@ def verify_folder(folder: Path) -> str:
 
 
 def _mismatch(exc: Exception) -> str:
-    text = str(exc)
-    files = re.findall(r"(?:Hash mismatch for|Extra files found in model [^:]*:|Missing files in model [^:]*:) "
-                       r"'?([^'\]\",]+)", text)
+    """The files model-signing's mismatch message names (its message is a list's repr, so quotes may
+    come escaped)."""
+    text = str(exc).replace("\\'", "'").replace('\\"', '"')
+    files = re.findall(r"Hash mismatch for '([^']+)'", text)
+    for listed in re.findall(r"(?:Extra|Missing) files (?:found )?in model '[^']*': ([^\]\"']+)", text):
+        files += [f.strip() for f in listed.split(",") if f.strip()]
     if files:
-        return "changed, added or missing: " + ", ".join(sorted(set(f.strip() for f in files)))
+        return "changed, added or missing: " + ", ".join(sorted(set(files)))
     if "ignature" in text or "Bundle" in text or "validation error" in text:
         return "the signature file is damaged or was made with another key"
     return " ".join(text.split())[:200]
