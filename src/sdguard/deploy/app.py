@@ -104,7 +104,6 @@ def create_app(cfg: ServeConfig, guard: Guard | None = None):
         request = body.model_dump()
         if request["seed"] is None:
             request["seed"] = random.SystemRandom().randrange(2**32 - request["n"])
-        request["seed"] = min(request["seed"], 2**32 - request["n"])
         logged = {"api_key": who, "prompt": request["prompt"], **{k: request[k] for k in ("n", "seed", "steps",
                                                                                             "guidance")}}
         wait = guard.bucket.take(who)
