@@ -26,6 +26,7 @@ def keys(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("keys") / "k"
     keygen(str(folder))
+    assert all((folder / f).stat().st_mode & 0o077 == 0 for f in ("weights.key", "signing.pem", "prompt-log.key"))
     return folder
 
 

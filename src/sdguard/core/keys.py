@@ -108,10 +108,15 @@ def read_secret(spec: str | None, *, default_env: str, argument: str = "--key", 
                          "given on the command line)")
 
 
-def write_key_file(path: str | Path, secret: bytes) -> Path:
-    """Write ``secret`` as hex to a new file readable by its owner only (refuses to replace one)."""
+def write_private_file(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a new file readable by its owner only from the start (refuses to replace one)."""
     path = Path(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret.hex() + "\n")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
     return path
+
+
+def write_key_file(path: str | Path, secret: bytes) -> Path:
+    """Write ``secret`` as hex to a new owner-only file."""
+    return write_private_file(path, (secret.hex() + "\n").encode())

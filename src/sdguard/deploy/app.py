@@ -9,7 +9,6 @@ sentence, and the request is logged as failed.
 
 
 import asyncio
-import json
 import random
 import time
 
@@ -135,7 +134,3 @@ def create_app(cfg: ServeConfig, guard: Guard | None = None):
 
     return app
 
-
-def openapi_schema(cfg: ServeConfig, guard: Guard) -> dict:
-    """The OpenAPI document (what ``GET /openapi.json`` returns to a key holder)."""
-    return json.loads(json.dumps(create_app(cfg, guard).openapi()))

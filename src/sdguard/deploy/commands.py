@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,8 @@ def keygen(*args: Any, **values: Any) -> dict:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from ..core.keys import new_secret, write_key_file
+    from ..core.io import atomic_write_bytes
+    from ..core.keys import new_secret, write_key_file, write_private_file
 
     cfg = build(KeygenConfig, args, values)
     out = Path(cfg.out)
@@ -79,10 +79,7 @@ def keygen(*args: Any, **values: Any) -> dict:
     private = ec.generate_private_key(ec.SECP256R1())
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    from ..core.io import atomic_write_bytes
-
-    atomic_write_bytes(out / "signing.pem", pem)
-    (out / "signing.pem").chmod(0o600)
+    write_private_file(out / "signing.pem", pem)
     atomic_write_bytes(out / "signing.pub.pem", private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return {"folder": str(out), "files": sorted(p.name for p in out.iterdir())}
@@ -166,16 +163,11 @@ def log_rekey(*args: Any, **values: Any) -> int:
 def serve_key_add(*args: Any, **values: Any) -> str:
     """Add a key for ``name`` to ``keys``; returns the key (shown once, stored as its hash)."""
     from ..core.io import atomic_write_json
-    from .service import hash_api_key, new_api_key
+    from .service import api_key_rows, hash_api_key, new_api_key
 
     cfg = build(ServeKeyConfig, args, values)
     path = Path(cfg.keys)
-    rows = []
-    if path.is_file():
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))["keys"]
-        except (ValueError, KeyError, TypeError):
-            raise InputError.bad("KEYS", cfg.keys, "is not an API keys file") from None
+    rows = api_key_rows(path, "KEYS") if path.is_file() else []
     if any(r.get("name") == cfg.name for r in rows):
         raise InputError.bad("--name", cfg.name, f"already has a key in {cfg.keys}")
     token = new_api_key()

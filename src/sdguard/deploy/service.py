@@ -72,17 +72,24 @@ def new_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def api_key_rows(path: Path, argument: str = "--api-keys") -> list[dict]:
+    """The rows of an API keys file (``{"keys": [{"name": ..., "sha256": ...}]}``)."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["keys"]
+        if not all(isinstance(r.get("name"), str) and isinstance(r.get("sha256"), str) for r in rows):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise InputError.bad(argument, str(path), "is not an API keys file ({\"keys\": [{\"name\", \"sha256\"}]})") \
+            from None
+    return rows
+
+
 def read_api_keys(path: str | Path) -> dict[str, str]:
-    """{sha256 hex: name} of a keys file (``{"keys": [{"name": ..., "sha256": ...}]}``)."""
+    """{sha256 hex: name} of a keys file."""
     path = Path(path)
     if not path.is_file():
         raise InputError.bad("--api-keys", str(path), "names no file (sdguard api-key add writes one)")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))["keys"]
-        table = {str(r["sha256"]): str(r["name"]) for r in rows}
-    except (ValueError, KeyError, TypeError):
-        raise InputError.bad("--api-keys", str(path), "is not an API keys file ({\"keys\": [{\"name\", \"sha256\"}]})") \
-            from None
+    table = {r["sha256"]: r["name"] for r in api_key_rows(path)}
     if not table:
         raise InputError.bad("--api-keys", str(path), "holds no key: nobody could use the service")
     return table
@@ -228,4 +235,5 @@ def request_model(cfg: ServeConfig):
     )
 
 
-__all__ = ["Guard", "ServeConfig", "TokenBucket", "hash_api_key", "new_api_key", "read_api_keys", "request_model"]
+__all__ = ["Guard", "ServeConfig", "TokenBucket", "api_key_rows", "hash_api_key", "new_api_key", "read_api_keys",
+           "request_model"]

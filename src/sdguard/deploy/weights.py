@@ -105,8 +105,9 @@ def _why(exc: Exception) -> str:
     return " ".join(text.split())[:300]
 
 
-def decrypt_tensors(path: Path, key: SecretKey, device: str = "cpu") -> dict:
-    """Every tensor of an encrypted file, authenticated; a failure names the file (and the tensor)."""
+def decrypt_tensors(path: Path, key: SecretKey, device: str = "cpu", metadata: dict | None = None) -> dict:
+    """Every tensor of an encrypted file, authenticated; a failure names the file (and the tensor).
+    ``metadata``, when given, receives the file's own header metadata (not CryptoTensors' records)."""
     from cryptotensors import safe_open
 
     _cryptotensors()
@@ -114,6 +115,8 @@ def decrypt_tensors(path: Path, key: SecretKey, device: str = "cpu") -> dict:
     name = None
     try:
         with safe_open(str(path), framework="pt", device=device, config=config) as f:
+            if metadata is not None:
+                metadata.update({k: v for k, v in (f.metadata() or {}).items() if not k.startswith("__")})
             out = {}
             for name in f.keys():
                 out[name] = f.get_tensor(name)
@@ -282,11 +285,8 @@ def decrypt_folder(folder: Path, out: Path, key: SecretKey) -> dict:
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if str(rel) in record["files"]:
-            from cryptotensors import safe_open
-
-            tensors = decrypt_tensors(path, key)
-            with safe_open(str(path), framework="pt", config=crypto_config(key, private=False)) as f:
-                meta = {k: v for k, v in (f.metadata() or {}).items() if not k.startswith("__")}
+            meta: dict = {}
+            tensors = decrypt_tensors(path, key, metadata=meta)
             save_file(tensors, str(target), metadata=meta or None)
             counts[str(rel)] = len(tensors)
         else:
