@@ -30,8 +30,8 @@ def run_identity(cfg: RunConfig, model_fingerprint: str, dataset_fingerprint: st
     return {"model": model_fingerprint, "dataset": dataset_fingerprint, "config": config}
 
 
-def _read_plan(stage: Path) -> dict | None:
-    path = stage / PLAN
+def _read_plan(stage: Path, name: str = PLAN) -> dict | None:
+    path = stage / name
     if not path.is_file():
         return None
     try:
@@ -44,10 +44,11 @@ def _read_plan(stage: Path) -> dict | None:
     return plan
 
 
-def check_identity(stage: Path, cfg: RunConfig, identity: dict[str, Any]) -> None:
+def check_identity(stage: Path, cfg: RunConfig, identity: dict[str, Any], plan_file: str = PLAN) -> None:
     """Refuse (:class:`~sdguard.core.errors.StateError`) to continue the run in ``stage`` when its
-    model, dataset or a setting differs from ``identity``; nothing to check in a fresh folder."""
-    plan = _read_plan(stage)
+    model, dataset or a setting differs from ``identity`` (as recorded in ``plan_file``, by
+    :func:`record_plan` or, for another command, by its own writer); nothing to check in a fresh folder."""
+    plan = _read_plan(stage, plan_file)
     if plan is None:
         return
     for part in ("model", "dataset"):

@@ -84,7 +84,9 @@ class GenerationAuditConfig(ResumableConfig, MitigationOptions):
                                      "cluster; with --rule somepalli, the published 0.5)")
     rule: Literal[RULES] = option("calibrated", help="replication rule: calibrated (per-cluster thresholds) or "  # type: ignore[valid-type]
                                   "somepalli (SSCD top-1 over the training set > 0.5; needs --embedder sscd:FILE)")
-    top_clusters: int = option(3, ge=1, le=1000, help="clusters to build prompt suites for")
+    top_clusters: int = option(3, ge=1, le=1000, help="clusters to build prompt suites for (the largest)")
+    cluster_ids: list[int] = option(default_factory=list, flag="--cluster", help="a cluster id of --clusters to "
+                                    "build a prompt suite for, instead of the largest (repeat for several)")
     controls: int = option(4, ge=0, le=1000, help="control prompts")
     object_keyword: str | None = option(None, help="a keyword whose images hold an object, e.g. astronaut")
     object_name: str | None = option(None, flag="--object", help="the object, e.g. flag")
@@ -107,6 +109,9 @@ class GenerationAuditConfig(ResumableConfig, MitigationOptions):
         if self.detector and not self.object_keyword:
             raise InputError.bad("--detector", self.detector, "is used only with --object-keyword; pass both or "
                                  "neither")
+        if self.cluster_ids and self.prompts:
+            raise InputError.bad("--cluster", self.cluster_ids[0], "builds prompts from a cluster; it cannot be used "
+                                 "with --prompts")
         return self
 
 
@@ -195,6 +200,13 @@ def _select_prompts(cfg, entries, labels, words, rng, fits=None) -> list[PromptS
     sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, int)
     order = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] >= 2 and words.get(int(c))]
     chosen = order[: cfg.top_clusters]
+    if cfg.cluster_ids:
+        unknown = [c for c in cfg.cluster_ids if c not in order]
+        if unknown:
+            raise InputError.bad("--cluster", unknown[0], f"is not a cluster of two or more captioned images "
+                                 f"(the clusters are {', '.join(map(str, sorted(order)[:20]))}"
+                                 f"{' ...' if len(order) > 20 else ''})")
+        chosen = list(dict.fromkeys(cfg.cluster_ids))
     specs: list[PromptSpec] = []
     exclude: set[str] = set()
     outside = [t for t, l in zip(entries.texts, labels) if l < 0]

@@ -81,6 +81,20 @@ def _train(cfg, _extra, _cli) -> None:
         done(report, cfg.out)
 
 
+def _scan(cfg, _extra, _cli) -> None:
+    from ..audit.scan import gate_failures, scan
+    from ..core.errors import GateFailed
+
+    report = scan(cfg)
+    done(report, cfg.out)
+    for path, what in ((cfg.junit, "JUnit XML"), (cfg.model_card, "model card")):
+        if path:
+            out.print(f"[green]{what}:[/green] {path}")
+    failed = gate_failures(report)
+    if failed:
+        raise GateFailed("release gate failed: " + "; ".join(failed) + ".")
+
+
 def _demo(cfg, _extra, _cli) -> None:
     from ..demo import demo as run
 
@@ -88,6 +102,7 @@ def _demo(cfg, _extra, _cli) -> None:
 
 
 def _register_commands() -> None:
+    from ..audit.scan import ScanConfig
     from ..demo import DemoConfig
     from ..models.commands import GenerateConfig, InfoConfig
     from ..train.finetune import TrainConfig
@@ -97,6 +112,7 @@ def _register_commands() -> None:
                                 default=typer.Option(False, "--json", help="print JSON"))
     add_command(app, "info", InfoConfig, _info, cli_only=[as_json])
     add_command(app, "train", TrainConfig, _train)
+    add_command(app, "scan", ScanConfig, _scan)
     add_command(app, "demo", DemoConfig, _demo)
 
 

@@ -8,6 +8,8 @@ seed is given), so the images do not depend on the batch size or on what else is
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import warnings
 from dataclasses import dataclass, field
@@ -20,6 +22,9 @@ import torch
 from ..core.errors import InputError
 from . import checkpoint
 from .loading import load_pipeline
+
+#: the models loaded inside :func:`sharing_models`, by (spec, device, dtype)
+_SHARED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("sdguard_shared_models", default=None)
 
 PARAMETER_GROUPS = ("cross_attn", "attention", "non_cross_attn", "unet", "text_encoder")
 
@@ -78,7 +83,16 @@ class DiffusionModel:
 
     @classmethod
     def load(cls, spec: str, device: str | None = None, dtype=None) -> "DiffusionModel":
-        return cls(load_pipeline(spec, device=device, dtype=dtype), spec=str(spec))
+        """Load ``spec``; inside :func:`sharing_models`, a model loaded before with the same arguments
+        is returned instead (a job of several audits loads its weights once)."""
+        shared = _SHARED.get()
+        key = (str(spec), device, str(dtype))
+        if shared is not None and key in shared:
+            return shared[key]
+        model = cls(load_pipeline(spec, device=device, dtype=dtype), spec=str(spec))
+        if shared is not None:
+            shared[key] = model
+        return model
 
     # -- components -------------------------------------------------------------------------
     @property
@@ -489,3 +503,14 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     """Images in [-1, 1] (N×3×H×W tensor) to uint8 N×H×W×3."""
     x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@contextlib.contextmanager
+def sharing_models():
+    """Within the block, :meth:`DiffusionModel.load` loads each model once (``sdguard scan`` runs
+    several audits of one model: they only read it, none changes its weights)."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)

@@ -64,6 +64,8 @@ class Section:
     text: str = ""
     table: list[dict[str, Any]] | None = None
     figures: list[Figure] = field(default_factory=list)
+    #: HTML sdguard rendered itself (a model-card section, Markdown without raw HTML): shown as is
+    html: str = ""
 
 
 @dataclass
@@ -94,8 +96,8 @@ class Report:
         self.models[role] = {"spec": model.spec, "fingerprint": model.fingerprint()}
 
     def section(self, title: str, text: str = "", table: list[dict] | None = None,
-                figures: Sequence[tuple[bytes, str]] = ()) -> Section:
-        sec = Section(title, text, table, [Figure(png, cap) for png, cap in figures])
+                figures: Sequence[tuple[bytes, str]] = (), html: str = "") -> Section:
+        sec = Section(title, text, table, [Figure(png, cap) for png, cap in figures], html)
         self.sections.append(sec)
         return sec
 
@@ -137,7 +139,7 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;border-bottom:1px so
 td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}th{background:#f4f4f4}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}figcaption{font-size:.8rem;color:#555;max-width:520px}
 img{image-rendering:pixelated;max-width:100%}pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:.75rem}
-ul.summary li{margin:.15rem 0}
+ul.summary li{margin:.15rem 0}.rendered{border:1px solid #ddd;padding:0 1rem;border-radius:4px}
 """
 
 
@@ -181,6 +183,8 @@ def render_html(report: Report, data: dict[str, Any]) -> str:
             parts.append(f"<p>{esc(sec.text)}</p>")
         if sec.table is not None:
             parts.append(_table(sec.table))
+        if sec.html:
+            parts.append(f"<div class='rendered'>{sec.html}</div>")
         for fig in sec.figures:
             parts.append(f"<figure><img src='{data_uri(fig.png)}' alt='{esc(fig.caption)}'>"
                          f"<figcaption>{esc(fig.caption)}</figcaption></figure>")
