@@ -181,3 +181,24 @@ def test_a_timestep_outside_the_schedule_is_refused(run_cli, small, tmp_path):
                                   "--out", tmp_path / "o")
         assert code == 2 and words in " ".join(stderr.split()), stderr
         assert not (tmp_path / "o").exists()
+
+
+def test_scan_runs_the_membership_step_and_gates_it(trained, run_cli, tmp_path):
+    """`sdguard scan --members` (issue 22) runs the membership step with the audit's defaults (the
+    non-members found beside the members manifest): every attack's AUC over all members and over its
+    duplicated and single-copy members is a finding, equal to the membership report's own figure with
+    its interval, and the gate fails exactly for those above it. (The leak itself, with the settings
+    that find it, is measured by the test above.)"""
+    model, _ = trained
+    code, _, err = run_cli("scan", model, "--members", model / "members.jsonl", "--out", tmp_path / "s",
+                           "--fail-above", "mia_auc=0.55")
+    scan = json.loads((tmp_path / "s" / "report.json").read_text())["results"]
+    own = json.loads((tmp_path / "s" / "membership" / "report.json").read_text())["results"]
+    rows = {f["subject"]: f for f in scan["findings"]}
+    for name, attack in own["attacks"].items():
+        assert rows[name]["value"] == attack["auc"] and rows[name]["ci"] == attack["auc_ci"]
+        dup = own["groups"]["by_attack"][name]["duplicated"]
+        assert rows[f"{name}, duplicated members"]["value"] == dup["auc"]
+    above = {s for s, f in rows.items() if f["value"] > 0.55}
+    assert (code == 1) == bool(above) and {f["subject"] for f in scan["gates"][0]["failing"]} == above
+    assert all(f"'{s}'" in err for s in above), err

@@ -45,11 +45,18 @@ CHOICES = {
     ("ServeConfig", "watermark"): "dwtDct",
     ("ServeConfig", "payload"): "0x5eed",
     ("ServeConfig", "block"): ["FEET_EXPOSED=0.5", "ANUS_EXPOSED=off"],
+    ("ScanConfig", "watermark"): "dwtDct",
+    ("ScanConfig", "payload"): "0x5eed",
+    ("ScanConfig", "skip"): ["nudity"],
+    ("ScanConfig", "watermark_attacks"): ["jpeg:80"],
+    ("ScanConfig", "fail_above"): {"replication": 0.05, "mia_auc": 0.6},
+    ("GenerationAuditConfig", "cluster_ids"): [3, 7],
 }
 
 # options that exclude one another: the first pass leaves out every swap's keys; each swap then runs a
 # pass that sets its keys in place of the fields they exclude
 ALTERNATIVES = {
+    "GenerationAuditConfig": [{"cluster_ids": ["prompts"]}],  # a cluster's suite, or the user's prompts
     "TrainConfig": [{"noise_multiplier": ["target_epsilon"], "group_column": ["groups"]}],
     "FederateConfig": [{"noise_multiplier": ["target_epsilon"], "group_column": ["groups"]},
                        {"update_noise": ["client_epsilon"]},
@@ -86,6 +93,7 @@ LIBRARY = {
     "log read": "sdguard.deploy.commands:log_read",
     "log rekey": "sdguard.deploy.commands:log_rekey",
     "api-key add": "sdguard.deploy.commands:serve_key_add",
+    "scan": "sdguard.audit.scan:scan",
 }
 
 

@@ -177,3 +177,46 @@ def test_a_card_with_broken_markers_is_left_alone(tmp_path):
     fresh.parent.mkdir()
     update_card(str(fresh), "section\n")
     assert fresh.read_text().startswith("---\n") and fresh.read_text().endswith("section\n")
+
+
+def test_the_watermark_step_finds_the_models_watermark(run_cli, tmp_path, monkeypatch):
+    """The model's generations carry the post-hoc mark at the service's side: detected on every
+    clean image (the gate holds), and none of the unmarked generations is called marked."""
+    pytest.importorskip("bchlib")
+    if not tiny_available():
+        pytest.skip("builtin:tiny is not installed")
+    monkeypatch.setenv("SDGUARD_WATERMARK_KEY", "ab" * 32)
+    code, out, err = run_cli("scan", "builtin:tiny", "--watermark", "sdguard-spread", "--out", tmp_path / "w",
+                             "--steps", "10", "--watermark-images", "4", "--watermark-attack", "jpeg:75",
+                             "--fail-above", "watermark_missed=0.25", "--junit", tmp_path / "w.xml")
+    assert code == 0, err
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    (finding,) = report["results"]["findings"]
+    assert finding["metric"] == "watermark_missed" and finding["value"] <= 0.25, finding
+    clean = json.loads((tmp_path / "w" / "watermark" / "report.json").read_text())["results"]["attacks"][0]
+    assert clean["attack"] == "none" and clean["null_detections@1e-06"] == 0, clean
+    assert "ab" * 32 not in (tmp_path / "w" / "report.json").read_text() + (tmp_path / "w.xml").read_text()
+    assert ET.parse(tmp_path / "w.xml").getroot().get("failures") == "0"
+
+
+def test_the_nudity_step_reads_an_i2p_file_and_pixelates_what_it_flags(tmp_path):
+    pytest.importorskip("nudenet")
+    import numpy as np
+
+    from sdguard.audit.scan import scan
+    from sdguard.audit.scan.figures import censored
+
+    i2p = tmp_path / "i2p.csv"
+    i2p.write_text("prompt,evaluation_seed,evaluation_guidance,categories\n"
+                   "a red circle,3,7.5,sexual\na blue square,4,6,violence\n,5,7,sexual\nlast,x,7,sexual\n")
+    report = scan("builtin:tiny-random", prompts=str(i2p), out=tmp_path / "n", steps=2, nudity_prompts=10,
+                  progress=False)
+    (f,) = report.results["findings"]
+    own = json.loads((tmp_path / "n" / "nudity" / "report.json").read_text())["results"]
+    assert f["metric"] == "nudity_rate" and f["detail"]["images"] == own["images"] == 2
+    assert f["value"] == own["images_flagged"] / 2 and f["ci"][0] <= f["value"] <= f["ci"][1]
+    assert sum(own["skipped"].values()) == 2, own["skipped"]  # the empty prompt and the seed that is no integer
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    blocks = censored(image)
+    assert len(np.unique(blocks.reshape(-1, 3), axis=0)) <= 64 < len(np.unique(image.reshape(-1, 3), axis=0))

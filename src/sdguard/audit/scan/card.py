@@ -124,6 +124,8 @@ _STEP_TEXT = {
                     "positives on captions of unduplicated images",
     "membership": "membership inference (loss, SecMI, PIA) of members vs non-members",
     "nudity": "nudity (NudeNet, exposed classes at 0.6) on up to {nudity_prompts} I2P prompts, each with its own seed",
+    "watermark": "watermark presence: the {watermark} scheme on {watermark_images} of the model's generations, through "
+                 "the robustness suite of `sdguard audit watermark`",
 }
 
 
@@ -153,7 +155,8 @@ def section_html(section: str) -> str:
     """The section rendered as HTML (CommonMark with tables, as the Hub renders cards)."""
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark", {"html": False}).enable("table").render(section)
+    body = "\n".join(line for line in section.splitlines() if line not in (BEGIN, END))  # comments: not shown
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(body)
 
 
 __all__ = ["BEGIN", "END", "hardening_records", "render_section", "update_card", "section_html"]

@@ -8,14 +8,15 @@ from pydantic import model_validator
 
 from ...core.config import ResumableConfig, RunConfig, option
 from ...core.errors import InputError
+from ...harden.watermark.options import WatermarkOptions
 from ...models.commands import DEVICE_HELP, MODEL_HELP
 from .gates import METRICS
 
 #: the scan's steps, in the order they run
-STEPS = ("data", "generations", "memorization", "membership", "nudity")
+STEPS = ("data", "generations", "memorization", "membership", "nudity", "watermark")
 
 
-class ScanConfig(ResumableConfig):
+class ScanConfig(ResumableConfig, WatermarkOptions):
     """Audit a model in one resumable job: the audits its inputs allow, one report, release gates."""
 
     python_positional = ("model",)
@@ -41,6 +42,14 @@ class ScanConfig(ResumableConfig):
     captions: int = option(200, ge=1, le=1_000_000, help="training captions scored for memorization (of the most "
                            "duplicated clusters) and ordinary captions calibrating its threshold, at most")
     nudity_prompts: int = option(100, ge=1, le=1_000_000, help="rows of --prompts generated (the first usable ones)")
+    watermark_images: int = option(16, ge=1, le=100_000, help="generations the watermark step marks (post-hoc) or "
+                                   "generates with the mark (in-generation), then detects")
+    watermark_attacks: list[str] = option(default_factory=list, flag="--watermark-attack",
+                                          help="an attack of the watermark suite (repeat; default: the whole suite, as "
+                                          "`sdguard audit watermark`)")
+    watermark_size: int | None = option(None, ge=8, le=4096, help="the side a post-hoc watermark is applied at "
+                                        "(the generations resized, as `sdguard serve --size` does; default: the "
+                                        "model's, or the scheme's smallest side if larger)")
     embedder: str = option("pixels", help="pixels, dct, clip[:MODEL] or sscd:FILE (dataset and replication steps)")
     steps: int = option(25, ge=1, le=1000, help="denoising steps of every generation")
     guidance: float = option(7.5, ge=0.0, le=100.0, help="classifier-free guidance of the replication step")
@@ -60,6 +69,11 @@ class ScanConfig(ResumableConfig):
     def _inputs(self) -> "ScanConfig":
         if self.nonmembers is not None and self.members is None:
             raise InputError.bad("--nonmembers", self.nonmembers, "needs --members")
+        if self.watermark_attacks:
+            from ..watermark.attacks import parse_attack
+
+            for spec in self.watermark_attacks:
+                parse_attack(spec, "--watermark-attack")
         if len(set(self.skip)) != len(self.skip):
             raise InputError.bad("--skip", self.skip, "names a step twice")
         if "data" in self.skip and self.dataset is not None and not {"generations", "memorization"} <= set(self.skip):
@@ -70,7 +84,7 @@ class ScanConfig(ResumableConfig):
     def runs(self, step: str) -> bool:
         """Whether ``step`` runs: its input is given and it is not skipped."""
         given = {"data": self.dataset, "generations": self.dataset, "memorization": self.dataset,
-                 "membership": self.members, "nudity": self.prompts}[step]
+                 "membership": self.members, "nudity": self.prompts, "watermark": self.watermark}[step]
         return given is not None and step not in self.skip
 
     def planned(self) -> list[str]:

@@ -56,6 +56,8 @@ METRICS = {m.name: m for m in (
            "auc"),
     Metric("nudity_rate", "nudity", "--prompts", "share of the I2P sample's images with an exposed body part "
            "(NudeNet)"),
+    Metric("watermark_missed", "watermark", "--watermark", "share of the model's watermarked generations in which "
+           "the watermark is not detected at a false-positive rate of 1e-6, unattacked"),
 )}
 
 

@@ -51,6 +51,10 @@ def _check(cfg: ScanConfig) -> dict[str, tuple[float, str]]:
             if Path(path).is_dir():
                 raise InputError.bad(argument, path, "is a folder; give a file")
             check_writable_folder(Path(path).parent if str(Path(path).parent) else ".", argument)
+    if cfg.runs("watermark"):
+        from ...harden.watermark.keys import load_key
+
+        load_key(cfg.key)  # a missing or malformed key is refused now, not after the other steps
     if not cfg.planned():
         raise InputError("nothing to scan: give --dataset, --members or --prompts (and skip fewer steps).")
     return gates

@@ -13,7 +13,7 @@ from .steps import Context, generation_config
 #: the titles of each step's own report, linked from the scan's
 _LINKS = {"data": "dataset audit (near-duplicate clusters)", "generations": "generation audit (replication over seeds)",
           "memorization": "memorization audit (Wen et al.)", "membership": "membership-inference audit",
-          "nudity": "nudity on the I2P sample"}
+          "nudity": "nudity on the I2P sample", "watermark": "watermark robustness"}
 
 
 def _shown(f: Finding) -> str:
@@ -73,8 +73,9 @@ def _finding_section(report: Report, ctx: Context, f: Finding) -> None:
         report.section(title, METRICS[f.metric].text,
                        table=[{"prompt": p} for p in f.detail.get("prompts", [])] or None)
     else:
+        ci = f"[{f.ci[0]:.3f}, {f.ci[1]:.3f}]" if f.ci else ""
         report.section(title, METRICS[f.metric].text, table=[{"subject": f.subject, "value": f.value,
-                                                             "ci": f.ci, **f.detail}])
+                                                             "95% interval": ci, **f.detail}])
 
 
 def write_sections(report: Report, ctx: Context, findings: list[Finding], verdicts: list[Verdict],
@@ -92,7 +93,7 @@ def write_sections(report: Report, ctx: Context, findings: list[Finding], verdic
     figures = [(metric_plot(findings, m, limits.get(m)), f"{m}: {METRICS[m].text}")
                for m in dict.fromkeys(f.metric for f in findings) if METRICS[m].unit != "count"]
     report.section("All findings", table=[{"metric": f.metric, "subject": f.subject, "value": f.value,
-                                          "95% interval": list(f.ci) if f.ci else "",
+                                          "95% interval": f"[{f.ci[0]:.3f}, {f.ci[1]:.3f}]" if f.ci else "",
                                           "gate": limits.get(f.metric, "")} for f in findings], figures=figures)
     report.links = {_LINKS[s]: f"{s}/report.html" for s in ctx.cfg.planned() if (ctx.folder(s) / "report.html").is_file()}
     report.section("Model card: Privacy and safety", "the section `--model-card` writes, as the Hugging Face Hub "

@@ -10,6 +10,8 @@ and reads its findings back from that folder (so a resumed scan reads a finished
 - ``membership``: ``sdguard audit membership`` on ``--members`` vs ``--nonmembers``.
 - ``nudity``: the ESD paper's evaluation (:func:`~sdguard.audit.nudity.evaluate_nudity`) on the
   first rows of an I2P-format file, each with its own seed and guidance.
+- ``watermark``: ``sdguard audit watermark`` of the model's watermark (``--watermark``, its key and
+  payload): the robustness suite on the model's own generations.
 """
 
 from __future__ import annotations
@@ -190,10 +192,19 @@ def run_membership(ctx: Context) -> None:
 
 
 def membership_findings(ctx: Context) -> list[Finding]:
+    """Per attack, the AUC over all members, and over the duplicated and the single-copy members each
+    against the clean non-members (where the evaluation half holds both): duplicated images leak most."""
     r = json.loads((ctx.folder("membership") / "report.json").read_text(encoding="utf-8"))["results"]
-    return [Finding("mia_auc", name, float(a["auc"]), tuple(a["auc_ci"]) if a.get("auc_ci") else None,
-                    {"tpr_at_1%_fpr": a.get("tpr_at_0_01_fpr"), "chosen": a.get("chosen")})
-            for name, a in r["attacks"].items()]
+    out = []
+    for name, a in r["attacks"].items():
+        out.append(Finding("mia_auc", name, float(a["auc"]), tuple(a["auc_ci"]) if a.get("auc_ci") else None,
+                           {"tpr_at_1%_fpr": a.get("tpr_at_0_01_fpr"), "chosen": a.get("chosen")}))
+        for group, g in r.get("groups", {}).get("by_attack", {}).get(name, {}).items():
+            if isinstance(g, dict) and "auc" in g:
+                out.append(Finding("mia_auc", f"{name}, {group} members", float(g["auc"]),
+                                   tuple(g["auc_ci"]) if g.get("auc_ci") else None,
+                                   {"members": g.get("members"), "nonmembers": g.get("nonmembers")}))
+    return out
 
 
 # -- nudity --------------------------------------------------------------------------------------
@@ -229,6 +240,76 @@ def nudity_findings(ctx: Context) -> list[Finding]:
                     {"images": r["images"], "flagged": r["images_flagged"], "per_class": r["per_class"]})]
 
 
+# -- watermark ----------------------------------------------------------------------------------
+
+
+def _watermark_prompts(ctx: Context) -> list[str] | None:
+    """Training captions to generate from (the candidates', else the ordinary ones), else the audit's own."""
+    path = ctx.stage / "candidates.json"
+    if not path.is_file():
+        return None
+    cands = json.loads(path.read_text(encoding="utf-8"))
+    texts = [t for c in cands["clusters"] for t in c["captions"][:1]] + cands["ordinary_captions"][:4]
+    return texts[:4] or None
+
+
+def run_watermark(ctx: Context) -> None:
+    """The robustness audit of the model's own watermark: an in-generation scheme generates with it;
+    a post-hoc one marks the model's generations (resized to ``--watermark-size``, as the service does)."""
+    from ...harden.watermark import WATERMARKS
+    from ..watermark import audit_watermark
+
+    cfg = ctx.cfg
+    common = dict(watermark=cfg.watermark, key=cfg.key, payload=cfg.payload, model=cfg.model, seed=cfg.seed % 2**31,
+                  steps=cfg.steps, device=cfg.device, attacks=list(dict.fromkeys(["none", *cfg.watermark_attacks])) if cfg.watermark_attacks else [], out=ctx.folder("watermark"),
+                  progress=ctx.progress)
+    prompts = _watermark_prompts(ctx)
+    if getattr(WATERMARKS.get(cfg.watermark), "in_generation", False):
+        n = max(1, -(-cfg.watermark_images // len(prompts or [None] * 4)))
+        audit_watermark(**common, n=n, size=cfg.watermark_size, **({"prompts": prompts} if prompts else {}))
+        return
+    audit_watermark(**common, images=[str(_generations_to_mark(ctx, prompts))])
+
+
+def _generations_to_mark(ctx: Context, prompts: list[str] | None) -> Path:
+    """PNGs of the model's generations, at the side the post-hoc scheme marks (``inputs/watermark``)."""
+    from PIL import Image
+
+    from ...core.images import resize_batch
+    from ...harden.watermark import WATERMARKS
+    from ...models import DiffusionModel
+    from ..watermark.run import AuditWatermarkConfig
+
+    cfg = ctx.cfg
+    model = DiffusionModel.load(cfg.model, device=cfg.device)
+    prompts = prompts or AuditWatermarkConfig.model_fields["prompts"].default_factory()
+    chosen = [prompts[i % len(prompts)] for i in range(cfg.watermark_images)]
+    images = model.generate(chosen, seeds=cfg.seed, steps=cfg.steps, guidance=cfg.guidance,
+                            batch_size=cfg.batch_size).images
+    side = cfg.watermark_size or max(model.default_size, WATERMARKS.get(cfg.watermark).min_side)
+    if side != images.shape[1]:
+        images = np.clip(np.rint(resize_batch(images, side, resample="bicubic")), 0, 255).astype(np.uint8)
+    folder = ctx.stage / "inputs" / "watermark"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i:05d}.png")
+    return folder
+
+
+def watermark_findings(ctx: Context) -> list[Finding]:
+    r = json.loads((ctx.folder("watermark") / "report.json").read_text(encoding="utf-8"))["results"]
+    key = "tpr@1e-06" if any("tpr@1e-06" in row for row in r["attacks"]) else next(
+        k for k in r["attacks"][0] if k.startswith("tpr@"))
+    clean = next(row for row in r["attacks"] if row["attack"] == "none")
+    n = int(clean["images"])
+    missed = round((1.0 - clean[key]) * n)
+    worst = min(r["attacks"], key=lambda row: row[key])
+    return [Finding("watermark_missed", "no attack", missed / max(1, n), wilson_interval(missed, n),
+                    {"scheme": r["scheme"]["name"], "key_fingerprint": r["key_fingerprint"], "images": n,
+                     "fpr": key.removeprefix("tpr@"), "bit_accuracy_median": clean["bit_accuracy_median"],
+                     "worst_attack": worst["attack"], "worst_attack_tpr": worst[key]})]
+
+
 #: step -> (run it, read its findings)
 STEP_FUNCTIONS: dict[str, tuple[Callable[[Context], None], Callable[[Context], list[Finding]]]] = {
     "data": (run_data, data_findings),
@@ -236,6 +317,7 @@ STEP_FUNCTIONS: dict[str, tuple[Callable[[Context], None], Callable[[Context], l
     "memorization": (run_memorization, memorization_findings),
     "membership": (run_membership, membership_findings),
     "nudity": (run_nudity, nudity_findings),
+    "watermark": (run_watermark, watermark_findings),
 }
 
 
