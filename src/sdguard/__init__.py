@@ -17,6 +17,8 @@ _LAZY = {
     "generate": "sdguard.models.commands",
     "info": "sdguard.models.commands",
     "Report": "sdguard.report",
+    "scan": "sdguard.audit.scan",
+    "demo": "sdguard.demo",
 }
 
 __all__ = ["__version__", *_LAZY]

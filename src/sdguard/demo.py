@@ -54,8 +54,11 @@ def demo(*args: Any, progress: bool | None = None, **values: Any) -> Report:
     t0 = time.perf_counter()
     with output_for(cfg, "demo") as stage:
         world, card = stage / "world", stage / "model-card.md"
+        # memorization at timestep 100: Wen et al.'s extension; the published first sampler step sees no
+        # signal on builtin:tiny, a zero-terminal-SNR model (README: fast memorization detection)
         settings = dict(dataset=str(world), n=cfg.n, top_clusters=cfg.top_clusters, batch_size=64,
-                        fail_above={"replication": GATE}, model_card=str(card), progress=progress)
+                        memorization_timestep=100, fail_above={"replication": GATE}, model_card=str(card),
+                        progress=progress)
         with report.timer("world"):
             truth = make_world(world, **WORLD_DEFAULTS)
         with report.timer("scan_before"):
@@ -64,7 +67,9 @@ def demo(*args: Any, progress: bool | None = None, **values: Any) -> Report:
         with report.timer("erase"), warnings.catch_warnings():
             # the preserved world captions hold words the tiny tokenizer splits: listed in the erase report
             warnings.simplefilter("ignore", VocabularyWarning)
-            erased = erase(model, concepts=[concept], method="uce", out=stage / "erased", preview=4, progress=progress)
+            # no preview: the scans below generate the before and after (the erase preview would draw every
+            # preserved prompt too, 100 for builtin:tiny's default preserve set: over a minute here)
+            erase(model, concepts=[concept], method="uce", out=stage / "erased", preview=0, progress=progress)
         with report.timer("deduplicate"):
             dedup = desensitize(str(world), out=stage / "deduplicated", dedup="keep-one", pii=["off"],
                                 face_action="off", dedup_from=str(stage / "scan-before" / "data"), progress=progress)
@@ -74,7 +79,7 @@ def demo(*args: Any, progress: bool | None = None, **values: Any) -> Report:
             data_after = audit_data(stage / "deduplicated" / "dataset", out=stage / "audit-deduplicated",
                                     progress=progress)
         report.models = {"before": before.models["model"], "after": {**after.models["model"], "spec": "erased/"}}
-        _write(report, stage, truth, concept, before, after, erased, dedup, data_after, time.perf_counter() - t0)
+        _write(report, stage, truth, concept, before, after, dedup, data_after, time.perf_counter() - t0)
         report.write(stage)
     return report
 
@@ -103,7 +108,7 @@ def _grid(scan_report: Report, subject: str) -> bytes | None:
     return replication_grid(generation_config(ctx), Finding(**{**f, "ci": None}), scan_report.config.dataset)
 
 
-def _write(report, stage, truth, concept, before, after, erased, dedup, data_after, seconds) -> None:
+def _write(report, stage, truth, concept, before, after, dedup, data_after, seconds) -> None:
     def value(r, metric, subject):
         f = _finding(r, metric, subject)
         return None if f is None else f["value"]
@@ -129,13 +134,19 @@ def _write(report, stage, truth, concept, before, after, erased, dedup, data_aft
     figures = [(g, f"{label}: generations of the prompt (top) and the cluster's training images (bottom)")
                for g, label in ((_grid(before, concept), "before"), (_grid(after, concept), "after")) if g]
     report.section(f"Erasure of {concept!r} with UCE: replication before and after", table=rows, figures=figures)
-    preview = [(f.png, f.caption) for sec in erased.sections for f in sec.figures][:2]
-    if preview:
-        report.section("The erased model's own preview (from `sdguard erase`)", figures=preview)
     report.section("Deduplication of the training data: before and after",
                    table=[{"": "before", "clustered share": dup_before,
                            "clusters": _clusters(stage / "scan-before" / "data")},
                           {"": "after", "clustered share": dup_after, "clusters": clustering["clusters"]}])
+    flagged = {name: set(_finding(r, "memorized_prompts", "training captions")["detail"]["prompts"])
+               for name, r in (("before", before), ("after", after))}
+    report.section("Memorization of the clusters' captions: before and after (Wen et al.'s detector at timestep "
+                   "100, an extension)",
+                   table=[{"": name, "captions flagged": value(r, "memorized_prompts", "training captions"),
+                           f"of them naming {concept!r}": sum(set(concept.split()) <= set(p.split()) for p in flagged[name])}
+                          for name, r in (("before", before), ("after", after))])
+    report.summary.insert(3, f"captions flagged as memorized: {value(before, 'memorized_prompts', 'training captions'):g}"
+                          f" -> {value(after, 'memorized_prompts', 'training captions'):g} after UCE")
     gates = [{"model": name, **g, "failing": ", ".join(x["subject"] for x in g["failing"])}
              for name, r in (("before", before), ("after", after)) for g in r.results["gates"]]
     report.section("Release gates", table=gates)

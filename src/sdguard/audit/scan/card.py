@@ -120,7 +120,8 @@ _STEP_TEXT = {
     "generations": "replication over {n} seeds per prompt ({steps} steps, guidance {guidance:g}) of prompts built "
                    "from the {top_clusters} most duplicated training clusters (Somepalli et al. 2023's prompt kinds; "
                    "Carlini et al. 2023's clique test)",
-    "memorization": "memorization of the clusters' captions by Wen et al. 2024's detector, threshold at 1% false "
+    "memorization": "memorization of the clusters' captions by Wen et al. 2024's detector (timestep: "
+                    "{memorization_timestep}; None is the published first sampler step), threshold at 1% false "
                     "positives on captions of unduplicated images",
     "membership": "membership inference (loss, SecMI, PIA) of members vs non-members",
     "nudity": "nudity (NudeNet, exposed classes at 0.6) on up to {nudity_prompts} I2P prompts, each with its own seed",

@@ -41,6 +41,10 @@ class ScanConfig(ResumableConfig, WatermarkOptions):
     reference_prompts: int = option(8, ge=0, le=1000, help="ordinary captions that calibrate the clique distance")
     captions: int = option(200, ge=1, le=1_000_000, help="training captions scored for memorization (of the most "
                            "duplicated clusters) and ordinary captions calibrating its threshold, at most")
+    memorization_timestep: int | None = option(None, ge=0, le=100_000, help="memorization: score pure noise from "
+                                               "this training timestep (Wen et al.'s extension that works on "
+                                               "zero-terminal-SNR models such as builtin:tiny; default: the "
+                                               "published first sampler step)")
     nudity_prompts: int = option(100, ge=1, le=1_000_000, help="rows of --prompts generated (the first usable ones)")
     watermark_images: int = option(16, ge=1, le=100_000, help="generations the watermark step marks (post-hoc) or "
                                    "generates with the mark (in-generation), then detects")

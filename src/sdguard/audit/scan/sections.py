@@ -71,7 +71,7 @@ def _finding_section(report: Report, ctx: Context, f: Finding) -> None:
                        if grid.is_file() else ())
     elif f.metric in ("memorized_prompts", "extracted_prompts"):
         report.section(title, METRICS[f.metric].text,
-                       table=[{"prompt": p} for p in f.detail.get("prompts", [])] or None)
+                       table=[{"prompt": p} for p in f.detail.get("prompts", [])[:20]] or None)
     else:
         ci = f"[{f.ci[0]:.3f}, {f.ci[1]:.3f}]" if f.ci else ""
         report.section(title, METRICS[f.metric].text, table=[{"subject": f.subject, "value": f.value,

@@ -23,7 +23,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, output_dir
+from ...core.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    output_dir,
+)
 from ..stats import wilson_interval
 from .config import ScanConfig
 from .gates import Finding
@@ -164,6 +169,7 @@ def run_memorization(ctx: Context) -> None:
         return
     scored, ordinary = _prompt_files(ctx)
     audit_memorization(cfg.model, prompts=str(scored), ordinary=str(ordinary), detector=["wen"], seed=cfg.seed,
+                       timestep=cfg.memorization_timestep,
                        batch_size=cfg.batch_size, device=cfg.device, out=ctx.folder("memorization"),
                        progress=ctx.progress)
 
@@ -175,8 +181,9 @@ def memorization_findings(ctx: Context) -> list[Finding]:
     flagged = [p["prompt"] for p in r["prompts"] if p["flagged"].get("wen")]
     t = r["detectors"]["wen"].get("threshold") or {}
     return [Finding("memorized_prompts", "training captions", float(len(flagged)), None,
-                    {"prompts": flagged[:20], "scored": len(r["prompts"]), "threshold": t.get("value"),
-                     "fpr": t.get("fpr_target"), "calibration_prompts": t.get("calibration_prompts")})]
+                    {"prompts": flagged[:200], "scored": len(r["prompts"]), "threshold": t.get("value"),
+                     "fpr": t.get("fpr_target"), "calibration_prompts": t.get("calibration_prompts"),
+                     "extensions": r["detectors"]["wen"].get("extensions")})]
 
 
 # -- membership ----------------------------------------------------------------------------------
