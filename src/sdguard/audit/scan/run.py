@@ -119,7 +119,9 @@ def _run_steps(ctx: Context, report: Report) -> dict[str, dict]:
             continue
         start = time.perf_counter()
         with report.timer(step):
-            STEP_FUNCTIONS[step][0](ctx)
+            # a step whose audit finished before the kill that came ahead of steps.json: its folder is complete
+            if not (ctx.folder(step) / "report.json").is_file():
+                STEP_FUNCTIONS[step][0](ctx)
             if step == "data":
                 choose_candidates(ctx)
         done[step] = {"seconds": round(time.perf_counter() - start, 3), "reused": False}
