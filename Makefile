@@ -18,7 +18,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,scale,nudity,train,dp,fl,desensitize,watermark,deploy]"
+	$(PY) -m pip install -q -e ".[test,scale,nudity,train,dp,fl,desensitize,watermark,deploy,ray]"
 	$(PY) -m pip install -q --no-deps "invisible-watermark==0.2.0"
 	touch $(STAMP)
 

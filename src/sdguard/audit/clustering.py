@@ -10,6 +10,8 @@ Finding every pair above the threshold:
 
 - ``exact`` (small sets; the default up to 10,000 vectors): faiss ``IndexFlatIP`` range search of
   every vector against all, in blocks.
+- ``hnsw`` and ``sharded`` (the k nearest of each vector: an HNSW graph, or flat shards merged,
+  past one machine's memory and on GPUs; :mod:`sdguard.audit.sharded_search`).
 - ``ivf`` (large sets): an inverted-file partition. The vectors are reduced by PCA to 32
   dimensions, faiss k-means splits them into ``nlist`` cells (``4 * sqrt(n)``), each vector is
   stored in its nearest cell and compared, at full dimension, with the members of its ``nprobe``
@@ -46,7 +48,7 @@ from ..core.errors import InputError, require
 
 EXACT_LIMIT = 10_000
 NN_SAMPLE = 10_000
-METHODS = ("auto", "exact", "ivf")
+METHODS = ("auto", "exact", "ivf", "hnsw", "sharded")
 
 
 def _faiss():
@@ -337,6 +339,11 @@ def build_index(x: np.ndarray, method: str = "auto", *, exact_limit: int = EXACT
         raise InputError.bad("--method", method, f"is not a search method; choose one of {', '.join(METHODS)}")
     if method == "exact" or (method == "auto" and len(x) <= exact_limit):
         return ExactIndex(x, threads=threads)
+    knn = {k: ivf_options.pop(k) for k in ("shard_size", "k") if k in ivf_options}
+    if method in ("hnsw", "sharded"):  # sharded_search.py: k nearest per vector, shard by shard
+        from .sharded_search import ShardedIndex
+
+        return ShardedIndex(x, kind="hnsw" if method == "hnsw" else "flat", threads=threads, **knn)
     return IVFIndex(x, threads=threads, seed=seed, **ivf_options)
 
 

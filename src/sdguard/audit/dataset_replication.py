@@ -36,6 +36,7 @@ from ..core.config import OutputConfig, RunConfig, build, option
 from ..core.errors import require
 from ..core.images import fit_within
 from ..core.io import atomic_write_bytes
+from ..distributed.options import BackendOptions
 from ..data.captions import MAX_TOKENS, KeywordFilter, drop_long, frequent_words
 from ..data.datasets import FORMATS, Entries, SkipCounter, issues_sentence, open_dataset
 from ..report import Report, make_grid, png_bytes
@@ -56,6 +57,10 @@ class ClusterOptions(RunConfig):
                                      "(default: read from the similarity histogram)")
     method: Literal[METHODS] = option("auto", help=f"similarity search: {', '.join(METHODS)}")  # type: ignore[valid-type]
     min_cluster_size: int = option(2, ge=2, help="smallest group reported as a cluster")
+    shard_size: int = option(1_000_000, ge=1, le=10**9, help="sharded: vectors per shard (one shard in memory, or "
+                             "on the GPUs, at a time)")
+    neighbours: int = option(32, ge=2, le=4096, help="hnsw and sharded: nearest neighbours searched per vector "
+                             "(pairs among them are linked)")
     cache: bool = option(True, help="read and write the embedding cache")
     cache_dir: str | None = option(None, help="embedding cache folder (default: under the sdguard cache root)")
     max_side: int | None = option(512, ge=8, help="images are downscaled to this longest side before embedding")
@@ -63,7 +68,7 @@ class ClusterOptions(RunConfig):
     seed: int = option(0, ge=0, le=2**63 - 1, help="seed of the clustering's sampling (ivf training)")
 
 
-class DataAuditConfig(OutputConfig, ClusterOptions):
+class DataAuditConfig(OutputConfig, ClusterOptions, BackendOptions):
     """Dataset replication audit: keyword filter, near-duplicate clusters, frequent words, co-occurrence."""
 
     python_positional = ("dataset", "keywords")
@@ -192,6 +197,7 @@ def compute_data_audit(cfg: DataAuditConfig, ds, emb, report: Report, *,
                        progress: bool | None = None) -> DataAuditResult:
     """Steps 1-5 of the module docstring on the opened dataset ``ds`` with the embedder ``emb``,
     timing each phase into ``report`` (its only use of it)."""
+    from ..distributed.embedding import ray_embedding
     from ..embed import EmbeddingCache, embed_dataset
 
     where = KeywordFilter(tuple(cfg.keywords), cfg.any)
@@ -209,13 +215,15 @@ def compute_data_audit(cfg: DataAuditConfig, ds, emb, report: Report, *,
     store = EmbeddingCache.for_dataset(ds, emb, cfg.cache_dir) if cfg.cache and len(entries) else None
     with report.timer("embed"):
         vectors, status = embed_dataset(ds, entries, emb, cache=store, max_side=cfg.max_side, skipped=skipped,
-                                        progress=progress)
+                                        progress=progress,
+                                        ray=ray_embedding(cfg, cfg.embedder, cfg.embedder_options, cfg.format))
     ok = status == 0
     # 3. clusters
     with report.timer("cluster"):
         clustering = cluster_embeddings(vectors if ok.all() else vectors[ok], cfg.threshold,
                                         default_threshold=emb.default_threshold, method=cfg.method,
-                                        min_size=cfg.min_cluster_size, threads=cfg.threads, seed=cfg.seed)
+                                        min_size=cfg.min_cluster_size, threads=cfg.threads, seed=cfg.seed,
+                                        shard_size=cfg.shard_size, k=cfg.neighbours)
     labels = np.full(len(entries), -1, np.int64)
     labels[ok] = clustering.labels
     # 4. description, 5. co-occurrence

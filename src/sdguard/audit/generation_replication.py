@@ -46,6 +46,7 @@ from ..core.config import ResumableConfig, build, option, output_for
 from ..core.errors import InputError, require
 from ..data.captions import contains_phrase, frequent_words
 from ..data.datasets import open_dataset
+from ..distributed.options import BackendOptions
 from ..report import Report, read_report
 from .extraction import DEFAULT_DELTA, calibrate_delta, judge_extraction, tiled_l2
 from .generation_clusters import CopySpreads, own_cluster_share, replicated_clusters
@@ -65,7 +66,7 @@ from .somepalli import RULES, replicated, rule_entry, somepalli_embedder
 from .stats import fisher_greater, wilson_interval
 
 
-class GenerationAuditConfig(ResumableConfig, MitigationOptions):
+class GenerationAuditConfig(ResumableConfig, MitigationOptions, BackendOptions):
     """Generation replication audit: replication over many seeds per prompt kind, objects, cliques."""
 
     python_positional = ("model", "dataset")
@@ -109,6 +110,9 @@ class GenerationAuditConfig(ResumableConfig, MitigationOptions):
         if self.detector and not self.object_keyword:
             raise InputError.bad("--detector", self.detector, "is used only with --object-keyword; pass both or "
                                  "neither")
+        if self.backend == "ray" and self.mitigate != "none":
+            raise InputError.bad("--mitigate", self.mitigate, "runs with --backend local only (the mitigation "
+                                 "optimizes each prompt's embedding in this process)")
         if self.cluster_ids and self.prompts:
             raise InputError.bad("--cluster", self.cluster_ids[0], "builds prompts from a cluster; it cannot be used "
                                  "with --prompts")
@@ -120,12 +124,14 @@ class GenerationAuditConfig(ResumableConfig, MitigationOptions):
 # ------------------------------------------------------------------------------------------
 
 
-def _training_embeddings(ds, emb, progress):
+def _training_embeddings(ds, emb, progress, cfg=None):
+    from ..distributed.embedding import ray_embedding
     from ..embed import EmbeddingCache, embed_dataset
 
     entries = ds.entries()
     store = EmbeddingCache.for_dataset(ds, emb)
-    vectors, status = embed_dataset(ds, entries, emb, cache=store, progress=progress)
+    ray = ray_embedding(cfg, cfg.embedder) if cfg is not None and cfg.rule != "somepalli" else None
+    vectors, status = embed_dataset(ds, entries, emb, cache=store, progress=progress, ray=ray)
     return entries, vectors, status == 0
 
 
@@ -284,7 +290,7 @@ def compute_generation_audit(cfg: GenerationAuditConfig, model, ds, emb, stage: 
     identity = run_identity(cfg, fp, ds.fingerprint())
     check_identity(stage, cfg, identity)
     with report.timer("embed_training"):
-        entries, vectors, ok = _training_embeddings(ds, emb, progress)
+        entries, vectors, ok = _training_embeddings(ds, emb, progress, cfg)
     with report.timer("clusters"):
         if cfg.clusters:
             labels, words, cinfo = clusters_from_audit(cfg.clusters, entries)

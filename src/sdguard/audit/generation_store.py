@@ -49,32 +49,43 @@ def seeds_of(spec: PromptSpec, cfg) -> int:
 def generate_all(model, specs: list[PromptSpec], cfg, emb, stage: Path, progress, mitigator=None) -> dict:
     """Generate, embed and store every prompt's images chunk by chunk; returns counters. With a
     ``mitigator`` (:mod:`sdguard.audit.memorization.mitigation`) every image is generated from its
-    mitigated embedding and the chunk keeps each image's score before/after and iterations."""
-    from .memorization.mitigation import generate_with
-
+    mitigated embedding and the chunk keeps each image's score before/after and iterations. With
+    ``cfg.backend == "ray"`` Ray workers make the chunks (:mod:`sdguard.distributed.generation`);
+    the files written are the same."""
     chunks = [(k, s, min(cfg.batch_size, seeds_of(spec, cfg) - s))
               for k, spec in enumerate(specs) for s in range(0, seeds_of(spec, cfg), cfg.batch_size)]
     done = [c for c in chunks if _chunk_path(stage, c[0], c[1]).is_file()]
-    made = 0
+    todo = [c for c in chunks if not _chunk_path(stage, c[0], c[1]).is_file()]
+    if getattr(cfg, "backend", "local") == "ray":
+        from ..distributed.generation import ray_generations
+
+        made = ray_generations(cfg, specs, todo, model.fingerprint())
+    else:
+        made = _local_chunks(model, specs, cfg, emb, todo, mitigator)
+    count_now = 0
     with progress_bar("generating", sum(c[2] for c in chunks), enabled=progress,
                       completed=sum(c[2] for c in done)) as bar:
-        for k, start, count in chunks:
-            path = _chunk_path(stage, k, start)
-            if path.is_file():
-                continue
-            gen, stats = generate_with(model, mitigator, [specs[k].prompt] * count,
-                                       list(range(cfg.seed + start, cfg.seed + start + count)), steps=cfg.steps,
-                                       guidance=cfg.guidance, batch_size=cfg.batch_size)
-            images = np.asarray(gen.images)
+        for (k, start, count), (images, embeddings, seeds, extra) in made:
             if images.shape[1] > THUMB:  # written before the chunk counts as done
                 atomic_write_bytes(_full_path(stage, k, start), _npy(images))
-            extra = {} if stats is None else {"mitigation": stats}
-            buf = _npz(images=_thumb(images), embeddings=emb.embed(list(images)),
-                       seeds=np.asarray(gen.seeds, np.int64), **extra)
-            atomic_write_bytes(path, buf)
-            made += count
+            atomic_write_bytes(_chunk_path(stage, k, start), _npz(images=_thumb(images), embeddings=embeddings,
+                                                                   seeds=seeds, **extra))
+            count_now += count
             bar.advance(count)
-    return {"generated_now": made, "reused": sum(c[2] for c in done)}
+    return {"generated_now": count_now, "reused": sum(c[2] for c in done)}
+
+
+def _local_chunks(model, specs, cfg, emb, todo, mitigator):
+    """The chunks made in this process: ``(chunk, (images, embeddings, seeds, extra arrays))``."""
+    from .memorization.mitigation import generate_with
+
+    for k, start, count in todo:
+        gen, stats = generate_with(model, mitigator, [specs[k].prompt] * count,
+                                   list(range(cfg.seed + start, cfg.seed + start + count)), steps=cfg.steps,
+                                   guidance=cfg.guidance, batch_size=cfg.batch_size)
+        images = np.asarray(gen.images)
+        yield (k, start, count), (images, emb.embed(list(images)), np.asarray(gen.seeds, np.int64),
+                                  {} if stats is None else {"mitigation": stats})
 
 
 def _npz(**arrays) -> bytes:

@@ -123,14 +123,17 @@ STATUS_NAMES = ("ok", "missing", "unreadable")
 
 
 def embed_dataset(dataset, entries, embedder, *, cache: EmbeddingCache | None = None, chunk_size: int = 1024,
-                  max_side: int | None = 512, skipped=None, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  max_side: int | None = 512, skipped=None, progress: bool | None = None,
+                  ray=None) -> tuple[np.ndarray, np.ndarray]:
     """Embed the images of ``entries`` (a :class:`~sdguard.data.datasets.Entries`) of ``dataset``.
 
     Returns ``(vectors, status)``: ``(len(entries), dim)`` float32 unit rows, and per entry
     :data:`OK`, :data:`MISSING` or :data:`UNREADABLE` (rows of unread entries are zero). Unread
     images are also counted in ``skipped`` (a :class:`~sdguard.data.datasets.SkipCounter`). With
-    ``cache``, cached entries are not recomputed and each computed chunk is stored before the next
-    starts, so an interrupted run resumes where it stopped. Entries of which not one image could
+    ``cache``, cached entries are not recomputed and each computed chunk is stored as soon as it is
+    made, so an interrupted run resumes where it stopped. ``ray`` (a
+    :class:`~sdguard.distributed.embedding.RayEmbedding`) makes the chunks on Ray workers instead
+    of here; the vectors and the cache are the same. Entries of which not one image could
     be read are an :class:`~sdguard.core.errors.InputError` (DESIGN.md: input that is all
     unreadable is an error, not an empty success).
     """
@@ -144,19 +147,14 @@ def embed_dataset(dataset, entries, embedder, *, cache: EmbeddingCache | None = 
     if cache is not None and n:
         vectors, found = cache.get(entries.file_names)
     todo = np.flatnonzero(~found)
+    chunks = [todo[s : s + chunk_size] for s in range(0, len(todo), chunk_size)]
     with progress_bar(f"embedding ({embedder.name})", n, enabled=progress, completed=n - len(todo)) as bar:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start : start + chunk_size]
-            images, where = [], []
-            for pos, item in zip(chunk, dataset.images(entries.rows[chunk], max_side=max_side)):
-                if item.image is None:
-                    status[pos] = MISSING if item.error == "missing" else UNREADABLE
-                    skipped.add(entries.file_names[pos], item.error or "unreadable", item.detail)
-                    continue
-                images.append(item.image)
-                where.append(pos)
-            if images:
-                emb = embedder.embed(images)
+        for chunk, emb, ok, errors in _chunks(dataset, entries, embedder, chunks, max_side, ray):
+            for pos, error in zip(chunk[~ok], (e for e in errors if e is not None)):
+                status[pos] = MISSING if error[0] == "missing" else UNREADABLE
+                skipped.add(entries.file_names[pos], error[0], error[1])
+            where = chunk[ok]
+            if len(where):
                 vectors[where] = emb
                 if cache is not None:
                     cache.put([entries.file_names[i] for i in where], emb)
@@ -164,6 +162,25 @@ def embed_dataset(dataset, entries, embedder, *, cache: EmbeddingCache | None = 
     if n and not (status == OK).any():
         raise nothing_readable(dataset, n, status, skipped)
     return vectors, status
+
+
+def _chunks(dataset, entries, embedder, chunks, max_side, ray):
+    """``(entry positions, vectors of the readable ones, readable mask, errors)`` per chunk: made here,
+    or on Ray workers."""
+    if ray is not None:
+        from ..distributed.embedding import ray_embed
+
+        for i, emb, ok, errors in ray_embed(dataset, [entries.rows[c] for c in chunks], ray, max_side):
+            yield chunks[i], emb, ok, errors
+        return
+    for chunk in chunks:
+        images, ok, errors = [], [], []
+        for item in dataset.images(entries.rows[chunk], max_side=max_side):
+            ok.append(item.image is not None)
+            errors.append(None if item.image is not None else (item.error or "unreadable", item.detail))
+            if item.image is not None:
+                images.append(item.image)
+        yield chunk, embedder.embed(images) if images else None, np.asarray(ok, bool), errors
 
 
 def nothing_readable(dataset, n: int, status: np.ndarray, skipped, purpose: str = "to embed") -> InputError:

@@ -8,6 +8,7 @@ from pydantic import model_validator
 
 from ...core.config import ResumableConfig, RunConfig, option
 from ...core.errors import InputError
+from ...distributed.options import BackendOptions
 from ...harden.watermark.options import WatermarkOptions
 from ...models.commands import DEVICE_HELP, MODEL_HELP
 from .gates import METRICS
@@ -16,12 +17,12 @@ from .gates import METRICS
 STEPS = ("data", "generations", "memorization", "membership", "nudity", "watermark")
 
 
-class ScanConfig(ResumableConfig, WatermarkOptions):
+class ScanConfig(ResumableConfig, WatermarkOptions, BackendOptions):
     """Audit a model in one resumable job: the audits its inputs allow, one report, release gates."""
 
     python_positional = ("model",)
     #: gates, the JUnit file and the model card change no measurement: a resumed scan may change them
-    presentation_fields: ClassVar[frozenset[str]] = RunConfig.presentation_fields | {
+    presentation_fields: ClassVar[frozenset[str]] = RunConfig.presentation_fields | BackendOptions.backend_fields | {
         "fail_above", "gates", "junit", "model_card"}
 
     model: str = option(positional=True, help=MODEL_HELP)

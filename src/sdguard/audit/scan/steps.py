@@ -43,6 +43,10 @@ class Context:
     def folder(self, step: str) -> Path:
         return self.stage / step
 
+    def backend(self) -> dict:
+        """The backend options the steps that generate or embed pass on."""
+        return {k: getattr(self.cfg, k) for k in ("backend", "ray_address", "workers", "worker_gpus")}
+
     def candidates(self) -> list[dict]:
         return json.loads((self.stage / "candidates.json").read_text(encoding="utf-8"))["clusters"]
 
@@ -54,7 +58,8 @@ def run_data(ctx: Context) -> None:
     from ..dataset_replication import audit_data
 
     cfg = ctx.cfg
-    audit_data(cfg.dataset, out=ctx.folder("data"), embedder=cfg.embedder, seed=cfg.seed, progress=ctx.progress)
+    audit_data(cfg.dataset, out=ctx.folder("data"), embedder=cfg.embedder, seed=cfg.seed, progress=ctx.progress,
+               **ctx.backend())
 
 
 def choose_candidates(ctx: Context) -> None:
@@ -104,7 +109,7 @@ def generation_config(ctx: Context):
                                  steps=cfg.steps, guidance=cfg.guidance, batch_size=cfg.batch_size,
                                  embedder=cfg.embedder, top_clusters=max(1, len(ctx.candidates())),
                                  controls=cfg.controls, reference_prompts=cfg.reference_prompts, device=cfg.device,
-                                 out=str(ctx.folder("generations")), resume=True)
+                                 out=str(ctx.folder("generations")), resume=True, **ctx.backend())
 
 
 def run_generations(ctx: Context) -> None:
