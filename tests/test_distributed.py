@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not tiny_available(), reason="builtin:tiny is no
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-AUDIT = dict(n=8, steps=10, batch_size=4, top_clusters=1, controls=1, reference_prompts=2)
+AUDIT = dict(n=8, steps=6, batch_size=4, top_clusters=1, controls=1, reference_prompts=2)
 
 
 @pytest.fixture(scope="module")

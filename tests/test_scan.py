@@ -21,7 +21,8 @@ import pytest
 
 from sdguard.models.builtin import tiny_available
 
-ARGS = ["--n", "8", "--steps", "10", "--batch-size", "16", "--top-clusters", "4", "--controls", "1",
+N = 8  # seeds per prompt: each chunk of the generation store holds N images (batch 16)
+ARGS = ["--n", str(N), "--steps", "10", "--batch-size", "16", "--top-clusters", "4", "--controls", "1",
         "--reference-prompts", "2", "--skip", "memorization"]
 ERASED, KEPT = "van gogh starry night", "vermeer girl pearl earring"
 CARD_HEAD = "---\nlicense: apache-2.0\n---\n\n# tiny\n\nA model of the synthetic world.\n\n"
@@ -112,7 +113,7 @@ def test_a_killed_scan_resumes_without_redoing_finished_work(scans):
     assert steps["data"]["reused"] and not steps["generations"]["reused"], steps
     assert (scans["tmp"] / "before" / "data" / "report.json").stat().st_mtime_ns == scans["data_mtime"]
     gen = json.loads((scans["tmp"] / "before" / "generations" / "report.json").read_text())["results"]["generation"]
-    assert gen["reused"] >= 8 * scans["chunks"] >= 24 and gen["generated_now"] > 0, gen
+    assert gen["reused"] >= N * scans["chunks"] >= 3 * N and gen["generated_now"] > 0, gen
 
 
 def test_the_model_card_section_round_trips(scans):
