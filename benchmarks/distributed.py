@@ -10,9 +10,13 @@ Measured side by side in one run, alternating backends, median of ``--runs`` (de
   (4 shards); time, the resident memory the search added, recall of the exact pairs and of the
   planted groups.
 
-From the medians: per-million costs on this machine, and the estimate for 2 billion images on a
-cluster (``--gpus``, ``--gpu-speedup``: how much faster one GPU worker embeds and generates than one
-CPU worker here; no GPU was measured, so the GPU figures are that assumption times the CPU ones).
+- CLIP image towers (ViT-B/32, ViT-L/14) built from their configs: seconds per image on this CPU and
+  forward FLOPs (what LAION's embeddings cost).
+
+From the medians: per-million costs on this machine, and the estimate for 2 billion images
+(``--gpus``, ``--gpu-tflops``: the sustained throughput assumed for one GPU worker; no GPU was
+measured, so the GPU figures are the measured FLOPs over that assumption). ``--reuse`` keeps an
+earlier run's measurements and redoes the CLIP costs and the estimate.
 
     python benchmarks/distributed.py                       # the defaults
     python benchmarks/distributed.py --images 5000 --vectors 100000 --runs 1
@@ -113,13 +117,24 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n", type=int, default=32, help="generations per prompt")
     ap.add_argument("--gpus", type=int, default=64)
-    ap.add_argument("--gpu-speedup", type=float, default=50.0)
+    ap.add_argument("--gpu-tflops", type=float, default=100.0, help="sustained TFLOP/s of one GPU worker (assumed)")
+    ap.add_argument("--reuse", action="store_true", help="keep the measured parts of an earlier --out, redo the "
+                    "CLIP costs and the estimate")
     ap.add_argument("--out", default=str(HERE / "results" / "distributed.json"))
     args = ap.parse_args()
 
-    import ray
+    import json
 
+    import ray
     from finetune_new_artwork import machine, write_results
+
+    if args.reuse:
+        result = json.loads(Path(args.out).read_text())
+        result["clip"] = vit_cost()
+        result["estimate_2b"] = estimate(result, args)
+        print(json.dumps({k: result[k] for k in ("clip", "estimate_2b")}, indent=1))
+        write_results(args.out, result)
+        return
 
     from sdguard.audit.dataset_replication import audit_data
     from sdguard.data import make_world
@@ -150,6 +165,7 @@ def main() -> None:
               "ray_over_local": {k: round(med[k]["local"] / med[k]["ray"], 3) for k in med}}
     print("searching", args.vectors, "vectors", flush=True)
     result["search"] = {str(args.vectors): search(args.vectors)}
+    result["clip"] = vit_cost()
     result["estimate_2b"] = estimate(result, args)
     for k, v in result.items():
         if k != "machine":
@@ -157,22 +173,63 @@ def main() -> None:
     write_results(args.out, result)
 
 
+def vit_cost() -> dict:
+    """Seconds per 224-px image on this CPU (2 threads, batch 16, median of 3) and forward FLOPs of the
+    CLIP image towers LAION was embedded with, built from their configs (random weights: the same
+    compute as the released ones, which cannot be downloaded here)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    towers = {"ViT-B/32": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                               patch_size=32, projection_dim=512),
+              "ViT-L/14": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                               patch_size=14, projection_dim=768)}
+    out = {}
+    torch.set_num_threads(2)
+    for name, c in towers.items():
+        m = CLIPVisionModelWithProjection(CLIPVisionConfig(image_size=224, **c)).eval()
+        x = torch.randn(16, 3, 224, 224)
+        with torch.no_grad():
+            with FlopCounterMode(display=False) as fc:
+                m(pixel_values=x[:1])
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                m(pixel_values=x)
+                times.append((time.perf_counter() - t0) / len(x))
+        out[name] = {"cpu_seconds_per_image": round(statistics.median(times), 4), "gflops_per_image":
+                     round(fc.get_total_flops() / 1e9, 1), "dim": c["projection_dim"]}
+    return out
+
+
 def estimate(result: dict, args) -> dict:
-    """2 billion images: embedding and one near-duplicate search, from the measured per-image costs."""
-    n = 2_000_000_000
-    per_image_cpu = 1.0 / result["embedding_images_per_second"]["local"]  # one process of 2 threads
-    search = next(iter(result["search"].values()))
-    nvec = args.vectors
-    hnsw_per_m = search["hnsw"]["seconds"] / (nvec / 1e6)  # ~n log n: taken as linear per million here
-    shard_cost = search["sharded"]["seconds"] / (nvec / 1e6) ** 2  # all shards x all queries: n^2
+    """2 billion images (LAION-2B): embedding with CLIP ViT-L/14 and one near-duplicate search, from the
+    costs measured here. Search costs are scaled from ``--vectors`` with each method's complexity:
+    flat (exact, sharded) n^2, ivf n^1.5 (cells of sqrt(n) vectors), hnsw n log n."""
+    import math
+
+    n, m = 2_000_000_000, args.vectors
+    vit = result["clip"]["ViT-L/14"]
+    search = result["search"][str(m)]
+    scale = {"exact": (n / m) ** 2, "sharded": (n / m) ** 2, "ivf": (n / m) ** 1.5,
+             "hnsw": (n / m) * math.log(n) / math.log(m)}
+    hours = {k: round(v["seconds"] * scale[k] / 3600, 0) for k, v in search.items() if k in scale}
+    per_million = {k: round(v["seconds"] * scale[k] / (n / 1e6), 2) for k, v in search.items() if k in scale}
+    gpu_s = vit["gflops_per_image"] / (args.gpu_tflops * 1e3)
     return {
-        "embedding_cpu_core_hours": round(n * per_image_cpu * 2 / 3600, 0),
-        "embedding_hours_on_gpus": round(n * per_image_cpu / args.gpu_speedup / args.gpus / 3600, 1),
-        "hnsw_search_hours_one_machine": round(hnsw_per_m * n / 1e6 / 3600, 1),
-        "flat_sharded_search_gpu_hours": round(shard_cost * (n / 1e6) ** 2 / args.gpu_speedup / 3600, 0),
-        "vector_storage_gb_512d_float32": round(n * 512 * 4 / 2**30, 0),
-        "assumptions": {"gpus": args.gpus, "gpu_speedup_over_this_machine": args.gpu_speedup,
-                        "note": "no GPU was measured here; hnsw time taken as linear in n"},
+        "images": n,
+        "embedding": {"model": "CLIP ViT-L/14 (LAION's)", "cpu_seconds_per_image_here": vit["cpu_seconds_per_image"],
+                      "this_machine_hours": round(n * vit["cpu_seconds_per_image"] / 3600, 0),
+                      "gflops_per_image": vit["gflops_per_image"],
+                      f"gpu_hours_at_{args.gpu_tflops:g}_sustained_tflops": round(n * gpu_s / 3600, 0),
+                      f"wall_hours_on_{args.gpus}_gpus": round(n * gpu_s / 3600 / args.gpus, 1),
+                      "pixels_embedder_seconds_per_million_here": round(1e6 / result["embedding_images_per_second"]["local"], 1)},
+        "vectors": {"float16_tib_768d": round(n * 768 * 2 / 2**40, 2), "float32_tib_768d": round(n * 768 * 4 / 2**40, 2)},
+        "search_hours_on_this_machine": hours,
+        "search_seconds_per_million_at_2b": per_million,
+        "assumptions": {"gpu_sustained_tflops": args.gpu_tflops, "gpus": args.gpus,
+                        "search": "measured at --vectors and scaled by each method's complexity; no GPU measured"},
     }
 
 

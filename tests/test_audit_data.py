@@ -300,3 +300,31 @@ def test_world_duplicates_words_and_cooccurrence(world, tmp_path):
     for case in truth["spread"]:
         co = audit_data(root, [case["keyword"]], out=tmp_path / "spread", grid_clusters=0).results["cooccurrence"]
         assert abs(co["dominant_share"] - case["dominant_share"]) <= 0.05, (case, co)
+
+
+@pytest.mark.parametrize("method,options", [("sharded", {"shard_size": 700, "k": 16}), ("hnsw", {"k": 16})])
+def test_knn_search_methods_find_the_exact_clusters(method, options):
+    """Planted groups of near-duplicates among random vectors (issue 23): the sharded search, whose
+    shards cut groups apart and whose top-k lists are merged, and the HNSW graph give the exact
+    search's clusters; the sharded top-k equals the exact top-k."""
+    from sdguard.audit.clustering import cluster_embeddings
+    from sdguard.audit.sharded_search import ShardedIndex
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(150, 48)).astype(np.float32)
+    x = np.concatenate([centres[rng.integers(0, 150, 1500)] + 0.03 * rng.normal(size=(1500, 48)).astype(np.float32),
+                        rng.normal(size=(2500, 48)).astype(np.float32)])
+    x = x[rng.permutation(len(x))]
+    exact = cluster_embeddings(x, 0.95, method="exact")
+    other = cluster_embeddings(x, 0.95, method=method, **options)
+    assert other.method == method and exact.n_clusters >= 140
+    assert other.n_clusters == exact.n_clusters
+    pairs = lambda c: {tuple(sorted(np.flatnonzero(c.labels == k))) for k in range(c.n_clusters)}  # noqa: E731
+    assert pairs(other) == pairs(exact)
+    if method == "sharded":
+        from sdguard.audit.clustering import normalize_rows
+
+        y = normalize_rows(x)
+        s, ids = ShardedIndex(y, shard_size=700, k=8).knn()
+        ref = np.sort(y @ y.T, axis=1)[:, ::-1][:, :8]
+        assert np.allclose(s, ref, atol=1e-5)

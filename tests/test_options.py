@@ -51,12 +51,19 @@ CHOICES = {
     ("ScanConfig", "watermark_attacks"): ["jpeg:80"],
     ("ScanConfig", "fail_above"): {"replication": 0.05, "mia_auc": 0.6},
     ("GenerationAuditConfig", "cluster_ids"): [3, 7],
+    **{(cls, "backend"): "ray" for cls in ("GenerationAuditConfig", "DataAuditConfig", "ScanConfig")},
 }
 
 # options that exclude one another: the first pass leaves out every swap's keys; each swap then runs a
 # pass that sets its keys in place of the fields they exclude
 ALTERNATIVES = {
-    "GenerationAuditConfig": [{"cluster_ids": ["prompts"]}],  # a cluster's suite, or the user's prompts
+    "GenerationAuditConfig": [{"cluster_ids": ["prompts"]},  # a cluster's suite, or the user's prompts
+                              # Ray workers, or the mitigation (which runs in this process only)
+                              {"backend": ["mitigate", "mitigate_from", "mitigate_target", "mitigate_timestep",
+                                           "mitigate_iterations", "mitigate_lr"],
+                               "ray_address": [], "workers": [], "worker_gpus": []}],
+    "DataAuditConfig": [{"backend": [], "ray_address": [], "workers": [], "worker_gpus": []}],
+    "ScanConfig": [{"backend": [], "ray_address": [], "workers": [], "worker_gpus": []}],
     "TrainConfig": [{"noise_multiplier": ["target_epsilon"], "group_column": ["groups"]}],
     "FederateConfig": [{"noise_multiplier": ["target_epsilon"], "group_column": ["groups"]},
                        {"update_noise": ["client_epsilon"]},

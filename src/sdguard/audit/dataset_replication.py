@@ -36,9 +36,9 @@ from ..core.config import OutputConfig, RunConfig, build, option
 from ..core.errors import require
 from ..core.images import fit_within
 from ..core.io import atomic_write_bytes
-from ..distributed.options import BackendOptions
 from ..data.captions import MAX_TOKENS, KeywordFilter, drop_long, frequent_words
 from ..data.datasets import FORMATS, Entries, SkipCounter, issues_sentence, open_dataset
+from ..distributed.options import BackendOptions
 from ..report import Report, make_grid, png_bytes
 from .clustering import METHODS, Clustering, cluster_embeddings
 

@@ -19,10 +19,30 @@ ATTEMPTS = 4  # a chunk given to a (restarted or other) actor at most this many 
 IN_FLIGHT = 2  # calls queued per actor, so it never waits for the driver between chunks
 
 
+def _reachable(address: str) -> None:
+    """Refuse a ``HOST:PORT`` (or ``ray://HOST:PORT``) nothing answers on within 5 s (Ray itself would
+    retry for minutes)."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InputError.bad("--ray-address", address, "is not auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise InputError.bad("--ray-address", address, f"could not be reached ({exc.strerror or exc}); start the "
+                             "cluster with `ray start --head` or give its address") from None
+
+
 def connect(address: str | None):
     """The ``ray`` module, connected: to ``address``, or to a local cluster started here."""
+    # Ray's own default from its next versions (CUDA_VISIBLE_DEVICES left alone for actors without GPUs)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     ray = require("ray", "ray", "the Ray backend")
     if not ray.is_initialized():
+        if address and address != "auto":
+            _reachable(address)
         env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
                             "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error"}}
         try:

@@ -75,25 +75,30 @@ class EmbedChunks:
 def ray_embed(dataset, chunks: list[np.ndarray], how: RayEmbedding, max_side: int | None
               ) -> Iterator[tuple[int, np.ndarray, np.ndarray, list]]:
     """``(chunk index, vectors of its readable images, readable mask, errors)`` as chunks finish."""
+    from ..core.errors import require
     from .cluster import connect, worker_count
 
     if not chunks:
         return
     opts = how.options
     ray = connect(opts.ray_address)
-    import ray.data  # noqa: F401  (ray[data]: pandas, pyarrow)
+    require("ray.data", "ray", "streaming a dataset through Ray workers")  # ray[data]: pandas, pyarrow
 
     workers, gpus = worker_count(ray, opts.workers, opts.worker_gpus)
     workers = min(workers, len(chunks))
     threads = None if gpus else max(1, int(ray.cluster_resources().get("CPU", 2) // workers))
     items = [{"chunk": i, "rows": np.asarray(r, np.int64).tobytes()} for i, r in enumerate(chunks)]
+    import logging
+
+    for name in ("ray.data", "ray"):  # Ray Data's execution plans and statistics: not for the command's output
+        logging.getLogger(name).setLevel(logging.ERROR)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
     data = ray.data.from_items(items, override_num_blocks=len(items))
     embedded = data.map_batches(
         EmbedChunks, batch_size=1, batch_format="numpy", concurrency=workers, num_cpus=float(threads or 1),
-        num_gpus=gpus, max_restarts=-1, max_task_retries=-1,
+        num_gpus=gpus,  # Ray Data restarts a lost actor and retries its blocks by default
         fn_constructor_kwargs=dict(dataset=str(dataset.path), dataset_format=how.dataset_format,
                                    fingerprint=dataset.fingerprint(), embedder=how.embedder,
                                    embedder_options=dict(how.embedder_options), max_side=max_side, threads=threads))
