@@ -51,7 +51,7 @@ CHOICES = {
     ("ScanConfig", "watermark_attacks"): ["jpeg:80"],
     ("ScanConfig", "fail_above"): {"replication": 0.05, "mia_auc": 0.6},
     ("GenerationAuditConfig", "cluster_ids"): [3, 7],
-    **{(cls, "backend"): "ray" for cls in ("GenerationAuditConfig", "DataAuditConfig", "ScanConfig")},
+    **{(cls, "backend"): "ray" for cls in ("GenerationAuditConfig", "DataAuditConfig", "ScanConfig", "GenerateConfig")},
 }
 
 # options that exclude one another: the first pass leaves out every swap's keys; each swap then runs a
@@ -63,6 +63,9 @@ ALTERNATIVES = {
                                            "mitigate_iterations", "mitigate_lr"],
                                "ray_address": [], "workers": [], "worker_gpus": []}],
     "DataAuditConfig": [{"backend": [], "ray_address": [], "workers": [], "worker_gpus": []}],
+    "GenerateConfig": [{"backend": ["mitigate", "mitigate_from", "mitigate_target", "mitigate_timestep",
+                                    "mitigate_iterations", "mitigate_lr"],
+                        "ray_address": [], "workers": [], "worker_gpus": []}],
     "ScanConfig": [{"backend": [], "ray_address": [], "workers": [], "worker_gpus": []}],
     "TrainConfig": [{"noise_multiplier": ["target_epsilon"], "group_column": ["groups"]}],
     "FederateConfig": [{"noise_multiplier": ["target_epsilon"], "group_column": ["groups"]},

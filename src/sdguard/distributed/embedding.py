@@ -49,12 +49,14 @@ class EmbedChunks:
         if threads:
             torch.set_num_threads(threads)
         self.ds = open_dataset(dataset, dataset_format)
-        if self.ds.fingerprint() != fingerprint:
-            raise RuntimeError(f"the dataset {dataset!r} on this Ray node is not the one the driver opened")
+        self.same = self.ds.fingerprint() == fingerprint  # checked at the first chunk: a refused chunk is an error
         self.emb = create_embedder(embedder, **embedder_options)
         self.max_side = max_side
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.same:
+            raise ValueError(f"the dataset {str(self.ds.path)!r} on this Ray node is not the one the command opened "
+                             "(another copy, or changed): give a path every node reads the same")
         out_chunks, payloads = [], []
         for chunk, rows in zip(batch["chunk"], batch["rows"]):
             rows = np.frombuffer(rows, np.int64)
@@ -75,7 +77,7 @@ class EmbedChunks:
 def ray_embed(dataset, chunks: list[np.ndarray], how: RayEmbedding, max_side: int | None
               ) -> Iterator[tuple[int, np.ndarray, np.ndarray, list]]:
     """``(chunk index, vectors of its readable images, readable mask, errors)`` as chunks finish."""
-    from ..core.errors import require
+    from ..core.errors import InputError, reason, require
     from .cluster import connect, worker_count
 
     if not chunks:
@@ -102,10 +104,15 @@ def ray_embed(dataset, chunks: list[np.ndarray], how: RayEmbedding, max_side: in
         fn_constructor_kwargs=dict(dataset=str(dataset.path), dataset_format=how.dataset_format,
                                    fingerprint=dataset.fingerprint(), embedder=how.embedder,
                                    embedder_options=dict(how.embedder_options), max_side=max_side, threads=threads))
-    for row in embedded.iter_rows():
-        head, _, body = bytes(row["payload"]).partition(b"\n")
-        with np.load(io.BytesIO(body)) as z:
-            yield int(row["chunk"]), z["vectors"], z["ok"], json.loads(head)
+    try:
+        for row in embedded.iter_rows():
+            head, _, body = bytes(row["payload"]).partition(b"\n")
+            with np.load(io.BytesIO(body)) as z:
+                yield int(row["chunk"]), z["vectors"], z["ok"], json.loads(head)
+    except ray.exceptions.RayTaskError as exc:  # a worker's own error (its dataset, its embedder): one sentence
+        cause = getattr(exc, "cause", None) or exc
+        raise InputError.bad("DATASET", str(dataset.path), f"could not be embedded on the Ray workers: "
+                             f"{reason(cause)}") from None
 
 
 __all__ = ["RayEmbedding", "EmbedChunks", "ray_embed", "ray_embedding"]

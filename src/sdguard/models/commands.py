@@ -6,13 +6,14 @@ import json
 from typing import Any
 
 import numpy as np
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from ..audit.memorization.mitigation import MitigationOptions
 from ..core.config import OutputConfig, RunConfig, build, option, output_for
 from ..core.errors import InputError
 from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.progress import progress_bar
+from ..distributed.options import BackendOptions
 from ..harden.watermark.options import WatermarkOptions
 from ..report import Report, auto_scale, make_grid, png_bytes
 
@@ -20,7 +21,7 @@ MODEL_HELP = "builtin:NAME, a diffusers folder, a .safetensors file, a hub id, o
 DEVICE_HELP = "cpu, cuda, mps (default: best available)"
 
 
-class GenerateConfig(OutputConfig, MitigationOptions, WatermarkOptions):
+class GenerateConfig(OutputConfig, MitigationOptions, WatermarkOptions, BackendOptions):
     """Generate images: N per prompt, each from its own seed."""
 
     model: str = option(positional=True, help=MODEL_HELP)
@@ -34,6 +35,13 @@ class GenerateConfig(OutputConfig, MitigationOptions, WatermarkOptions):
     batch_size: int = option(8, ge=1, le=1024, help="images per forward pass")
     negative_prompt: str | None = option(None, help="what the guidance steers away from")
     device: str | None = option(None, help=DEVICE_HELP)
+
+    @model_validator(mode="after")
+    def _ray_runs_plain_generation(self) -> "GenerateConfig":
+        if self.backend == "ray" and self.mitigate != "none":
+            raise InputError.bad("--mitigate", self.mitigate, "runs with --backend local only (the mitigation "
+                                 "optimizes each prompt's embedding in this process)")
+        return self
 
     @field_validator("prompts")
     @classmethod
@@ -76,10 +84,17 @@ def generate(*args: Any, progress: bool | None = None, **values: Any) -> Report:
         latents = None
         if marker is not None and marker[0].in_generation:
             latents = marker[0].initial_latents(marker[2], marker[1], all_seeds)
+        options = dict(steps=cfg.steps, guidance=cfg.guidance, height=cfg.height, width=cfg.width,
+                       batch_size=cfg.batch_size, negative_prompt=cfg.negative_prompt)
         with report.timer("generate"), progress_bar("generating", len(all_prompts), enabled=progress) as bar:
-            gen, stats = generate_with(m, mitigator, all_prompts, all_seeds, steps=cfg.steps, guidance=cfg.guidance,
-                                       height=cfg.height, width=cfg.width, batch_size=cfg.batch_size,
-                                       negative_prompt=cfg.negative_prompt, on_batch=bar.advance, latents=latents)
+            if cfg.backend == "ray":  # chunks of batch_size images on Ray workers, the same images
+                from ..distributed.generation import ray_generate
+
+                gen, stats = ray_generate(cfg, report.models["model"]["fingerprint"], all_prompts, all_seeds,
+                                          latents=latents, on_batch=bar.advance, **options), None
+            else:
+                gen, stats = generate_with(m, mitigator, all_prompts, all_seeds, on_batch=bar.advance, latents=latents,
+                                           **options)
         if marker is not None and not marker[0].in_generation:
             with report.timer("watermark"):
                 gen.images = np.stack([marker[0].embed(im, marker[2], marker[1]) for im in gen.images])
