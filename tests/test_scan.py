@@ -22,8 +22,8 @@ import pytest
 from sdguard.models.builtin import tiny_available
 
 N = 8  # seeds per prompt: each chunk of the generation store holds N images (batch 16)
-ARGS = ["--n", str(N), "--steps", "10", "--batch-size", "16", "--top-clusters", "4", "--controls", "1",
-        "--reference-prompts", "2", "--skip", "memorization"]
+ARGS = ["--n", str(N), "--steps", "10", "--batch-size", "16", "--top-clusters", "4", "--controls", "0",
+        "--reference-prompts", "0", "--skip", "memorization"]
 ERASED, KEPT = "van gogh starry night", "vermeer girl pearl earring"
 CARD_HEAD = "---\nlicense: apache-2.0\n---\n\n# tiny\n\nA model of the synthetic world.\n\n"
 CARD_TAIL = "\n## Citation\n\nNone yet.\n"

@@ -27,7 +27,7 @@ class BackendOptions(RunConfig):
     presentation_fields: ClassVar[frozenset[str]] = RunConfig.presentation_fields | backend_fields
 
     backend: Literal[BACKENDS] = option("local", help="where generation and embedding run: local (this process) "  # type: ignore[valid-type]
-                                        "or ray (Ray workers, across GPUs and nodes; pip install 'sdguard[ray]')")
+                                        "or ray (Ray workers, across GPUs and nodes; the ray extra of sdguard)")
     ray_address: str | None = option(None, help="the Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT; "
                                      "default: start a local one on this machine)")
     workers: int | None = option(None, ge=1, le=100_000, help="Ray workers (actors), each holding the model "
