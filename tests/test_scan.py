@@ -162,6 +162,10 @@ def test_gate_files_and_bad_gates(run_cli, default_world, tmp_path):
     gates.write_text("[fail-above\nreplication = 0.05\n")
     code, _, err = run_cli(*base, "--gates", gates)
     assert code == 2 and "is not TOML" in err, err
+    card = tmp_path / "README.md"
+    card.write_text("<!-- sdguard:privacy-and-safety:end -->\n")
+    code, _, err = run_cli(*base, "--model-card", card)  # refused before any work, the card untouched
+    assert code == 2 and "markers" in err and card.read_text() == "<!-- sdguard:privacy-and-safety:end -->\n", err
     assert not (tmp_path / "o").exists()
 
 

@@ -130,8 +130,9 @@ _STEP_TEXT = {
 }
 
 
-def update_card(path: str, section: str) -> None:
-    """Write ``section`` into the card at ``path`` (see the module docstring)."""
+def _card(path: str) -> tuple[str, tuple[int, int] | None]:
+    """The card's text and the span of its sdguard section (None: no section yet); a card whose
+    markers are broken is refused, naming ``--model-card``."""
     p = Path(path)
     if p.is_dir():
         raise InputError.bad("--model-card", path, "is a folder; give the model card's file (README.md)")
@@ -140,16 +141,28 @@ def update_card(path: str, section: str) -> None:
     if begins != ends or begins > 1:
         raise InputError.bad("--model-card", path, f"holds {begins} begin and {ends} end markers of the sdguard "
                              "section; it needs one of each, or none (nothing was changed)")
-    if begins:
-        start, stop = text.index(BEGIN), text.index(END) + len(END)
-        if stop < start:
-            raise InputError.bad("--model-card", path, "has the sdguard section's end marker before its begin "
-                                 "marker (nothing was changed)")
-        tail = text[stop:]
-        new = text[:start] + section.rstrip("\n") + tail
+    if not begins:
+        return text, None
+    start, stop = text.index(BEGIN), text.index(END) + len(END)
+    if stop < start:
+        raise InputError.bad("--model-card", path, "has the sdguard section's end marker before its begin "
+                             "marker (nothing was changed)")
+    return text, (start, stop)
+
+
+def check_card(path: str) -> None:
+    """Refuse, before a scan's work, a card :func:`update_card` could not update."""
+    _card(path)
+
+
+def update_card(path: str, section: str) -> None:
+    """Write ``section`` into the card at ``path`` (see the module docstring)."""
+    text, span = _card(path)
+    if span is not None:
+        new = text[:span[0]] + section.rstrip("\n") + text[span[1]:]
     else:
         new = text + ("" if text.endswith("\n\n") or not text else "\n" if text.endswith("\n") else "\n\n") + section
-    atomic_write_text(p, new)
+    atomic_write_text(path, new)
 
 
 def section_html(section: str) -> str:
@@ -160,4 +173,4 @@ def section_html(section: str) -> str:
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(body)
 
 
-__all__ = ["BEGIN", "END", "hardening_records", "render_section", "update_card", "section_html"]
+__all__ = ["BEGIN", "END", "hardening_records", "render_section", "check_card", "update_card", "section_html"]

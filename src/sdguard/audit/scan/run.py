@@ -27,7 +27,13 @@ from ...core.errors import InputError
 from ...core.io import atomic_write_json, check_writable_folder
 from ...report import Report
 from ..generation_plan import check_identity, run_identity
-from .card import hardening_records, render_section, section_html, update_card
+from .card import (
+    check_card,
+    hardening_records,
+    render_section,
+    section_html,
+    update_card,
+)
 from .config import ScanConfig
 from .gates import METRICS, Finding, judge, resolve_gates, write_junit
 from .steps import STEP_FUNCTIONS, Context, choose_candidates, generation_config
@@ -51,6 +57,8 @@ def _check(cfg: ScanConfig) -> dict[str, tuple[float, str]]:
             if Path(path).is_dir():
                 raise InputError.bad(argument, path, "is a folder; give a file")
             check_writable_folder(Path(path).parent if str(Path(path).parent) else ".", argument)
+    if cfg.model_card is not None:
+        check_card(cfg.model_card)
     if cfg.runs("watermark"):
         from ...harden.watermark.keys import load_key
 
