@@ -3,8 +3,8 @@
 :func:`connect` joins ``--ray-address`` (or starts a local cluster on this machine) once per
 process; :class:`ChunkPool` keeps a set of actors busy with chunks of work. An actor that dies
 (a killed worker process, a lost node) is restarted by Ray (``max_restarts``) and its unfinished
-calls are retried (``max_task_retries``); a chunk whose call still fails is given to another actor,
-at most :data:`ATTEMPTS` times. The pool yields each chunk's result once, so a result is never
+calls are retried (``max_task_retries``); a chunk whose call still fails is queued again, first,
+for the next free actor, at most :data:`ATTEMPTS` times. The pool yields each chunk's result once, so a result is never
 counted twice however often its chunk was run.
 """
 
