@@ -24,15 +24,17 @@ from typing import Iterator
 
 import numpy as np
 
-from ..core.errors import require
-
 SHARD_SIZE = 1_000_000
 K = 32
 QUERY_BLOCK = 16_384
 
 
 def _faiss():
-    return require("faiss", "scale", "near-duplicate search")
+    from .clustering import (
+        _faiss as faiss_module,  # the one import of faiss, with its extra named
+    )
+
+    return faiss_module()
 
 
 def _merge(best_s: np.ndarray, best_i: np.ndarray, s: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -141,7 +141,8 @@ def staging_dir_of(out: str | Path) -> Path:
     return _staging_path(out)
 
 
-def _read_json(path: Path) -> Any:
+def read_json_or_none(path: Path) -> Any:
+    """The JSON in ``path``, or None when it cannot be read or is not JSON."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -152,7 +153,7 @@ def is_sdguard_output(folder: str | Path) -> bool:
     """Whether ``folder`` was written by sdguard: its marker (:data:`MARKER`), or a ``report.json``
     with a ``schema_version`` and a ``command`` (what sdguard wrote before markers)."""
     for name in (MARKER, "report.json"):
-        data = _read_json(Path(folder) / name)
+        data = read_json_or_none(Path(folder) / name)
         if isinstance(data, dict) and isinstance(data.get("schema_version"), int) and data.get("command"):
             return True
     return False
@@ -260,7 +261,7 @@ def _prepare_staging(staging: Path, given: str, argument: str, command: str, *, 
         staging.unlink()
     if not staging.exists():
         return
-    info = _read_json(staging / MARKER)
+    info = read_json_or_none(staging / MARKER)
     info = info if isinstance(info, dict) else {}
     if resume:
         if info.get("command") not in (None, command):

@@ -101,10 +101,6 @@ class ChunkPool:
             if pending:
                 submit(actor)
 
-    def pids(self) -> list[int]:
-        """The process id of each actor (a test kills one)."""
-        return self.ray.get([a.pid.remote() for a in self.actors])
-
     def close(self) -> None:
         for a in self.actors:
             self.ray.kill(a)

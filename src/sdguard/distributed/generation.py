@@ -10,7 +10,6 @@ chunk not on disk, on either backend.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterator
 
 import numpy as np
@@ -31,9 +30,6 @@ class GenerationWorker:
         self.model = DiffusionModel.load(model, device=device)
         self.embedder = None if embedder is None else (somepalli_embedder(embedder) if rule == "somepalli"
                                                        else create_embedder(embedder))
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def fingerprint(self) -> str:
         return self.model.fingerprint()

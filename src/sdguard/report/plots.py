@@ -19,14 +19,20 @@ def _png(fig) -> bytes:
 
 
 def bar_plot(labels: Sequence[str], values: Sequence[float], *, title: str = "", ylabel: str = "",
-             errors: tuple[Sequence[float], Sequence[float]] | None = None, rotate: bool = True) -> bytes:
-    """Bars with optional asymmetric error bars ``(low, high)`` given as absolute bounds."""
+             errors: tuple[Sequence[float], Sequence[float]] | None = None, rotate: bool = True,
+             limit: float | None = None) -> bytes:
+    """Bars with optional asymmetric error bars ``(low, high)`` given as absolute bounds; ``limit``
+    draws a gate as a dashed line and the bars above it in red."""
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(labels) + 2), 3.2))
     yerr = None
     if errors is not None:
         low, high = errors
         yerr = [[max(0.0, v - lo) for v, lo in zip(values, low)], [max(0.0, hi - v) for v, hi in zip(values, high)]]
-    ax.bar(range(len(values)), values, yerr=yerr, capsize=3, color="#4c72b0")
+    colors = ["#c44e52" if limit is not None and v > limit else "#4c72b0" for v in values]
+    ax.bar(range(len(values)), values, yerr=yerr, capsize=3, color=colors)
+    if limit is not None:
+        ax.axhline(limit, color="#c44e52", ls="--", lw=1, label=f"gate {limit:g}")
+        ax.legend(fontsize=8)
     ax.set_xticks(range(len(values)))
     ax.set_xticklabels(labels, rotation=45 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
     ax.set_title(title)

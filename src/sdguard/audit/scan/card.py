@@ -9,24 +9,16 @@ gate, and the hardening the model's own folder records (:func:`hardening_records
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ...core.errors import InputError
-from ...core.io import atomic_write_text, read_text
+from ...core.io import atomic_write_text, read_json_or_none, read_text
 from .gates import METRICS, Finding, Verdict
 
 BEGIN = "<!-- sdguard:privacy-and-safety:begin -->"
 END = "<!-- sdguard:privacy-and-safety:end -->"
 NEW_CARD = "---\ntags:\n- sdguard\n---\n\n# Model card\n\n"
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def hardening_records(model: str) -> list[str]:
@@ -41,7 +33,7 @@ def hardening_records(model: str) -> list[str]:
     if not folder.is_dir():
         return []
     out = []
-    report = _read_json(folder / "report.json") or {}
+    report = read_json_or_none(folder / "report.json") or {}
     cfg, res = report.get("config") or {}, report.get("results") or {}
     if report.get("command") == "erase":
         out.append(f"concept erasure: {cfg.get('method')} of {', '.join(map(repr, cfg.get('concepts', [])))} "
@@ -51,7 +43,7 @@ def hardening_records(model: str) -> list[str]:
         data = cfg.get("dataset")
         out.append(f"fine-tuned by `sdguard train` on {data!r}")
         for where in ([Path(str(data)), Path(str(data)).parent] if data else []):
-            source = _read_json(where / "report.json")
+            source = read_json_or_none(where / "report.json")
             if isinstance(source, dict) and source.get("command") == "desensitize":
                 out.append("its training data desensitized by `sdguard desensitize`: " + _desensitized(source))
                 break
@@ -79,12 +71,6 @@ def _desensitized(report: dict) -> str:
     return ", ".join(parts)
 
 
-def _fmt(f: Finding) -> str:
-    if METRICS[f.metric].unit == "count":
-        return f"{f.value:g}"
-    return f"{f.value:.3f}"
-
-
 def render_section(*, model: str, fingerprint: str, dataset: str | None, settings: dict[str, Any], steps: list[str],
                    findings: list[Finding], verdicts: list[Verdict], hardening: list[str], version: str,
                    created: str) -> str:
@@ -103,7 +89,7 @@ def render_section(*, model: str, fingerprint: str, dataset: str | None, setting
         if f.metric in limits:
             gate = f"{'fails' if f.value > limits[f.metric] else 'passes'} <= {limits[f.metric]:g}"
         subject = f.subject.replace("|", "\\|")
-        lines.append(f"| {f.metric} | {subject} | {_fmt(f)} | {ci} | {gate} |")
+        lines.append(f"| {f.metric} | {subject} | {f.shown(interval=False)} | {ci} | {gate} |")
     lines += ["", "Metrics: " + "; ".join(f"*{m}*: {METRICS[m].text}" for m in dict.fromkeys(f.metric for f in findings))]
     if verdicts:
         failed = [v for v in verdicts if not v.passed]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...core.images import resize_batch
 from ...report import auto_scale, make_grid, png_bytes
 from .gates import Finding
 
@@ -30,10 +31,11 @@ def censored(image: np.ndarray, blocks: int = 8) -> np.ndarray:
 def replication_grid(generation_cfg, finding: Finding, dataset: str, columns: int = 8) -> bytes:
     """Top row: generations of the finding's worst prompt; bottom row: training images of its cluster."""
     from ...data.datasets import open_dataset
+    from ..generation_plan import _read_plan
     from ..generation_store import load_prompt
 
     stage = Path(generation_cfg.out)
-    plan = _plan(stage)
+    plan = _read_plan(stage)["prompts"]
     k = next(i for i, p in enumerate(plan) if p["prompt"] == finding.detail["prompt"]
              and p.get("cluster") == finding.detail["cluster"])
     generated, _ = load_prompt(stage, k, generation_cfg, n=min(generation_cfg.n, generation_cfg.batch_size))
@@ -43,48 +45,19 @@ def replication_grid(generation_cfg, finding: Finding, dataset: str, columns: in
     rows = [entries.rows[index[f]] for f in finding.detail.get("files", []) if f in index][:columns]
     training = [im for im in ds.load(np.asarray(rows)) if im is not None] if rows else []
     side = generated.shape[1]
-    training = [_resize(im, side) for im in training]
+    training = [np.clip(np.rint(resize_batch(im[None], side, resample="bicubic")[0]), 0, 255).astype(np.uint8)
+                for im in training]
     images = list(generated[:columns]) + [np.full_like(generated[0], 255)] * max(0, columns - len(generated)) + training
     return png_bytes(make_grid(images, columns=columns, scale=auto_scale(side)))
 
 
-def _plan(stage: Path) -> list[dict]:
-    import json
-
-    data = json.loads((stage / "prompts.json").read_text(encoding="utf-8"))
-    return data["prompts"] if isinstance(data, dict) else data
-
-
-def _resize(image: np.ndarray, side: int) -> np.ndarray:
-    from PIL import Image
-
-    if image.shape[0] == side and image.shape[1] == side:
-        return image
-    return np.asarray(Image.fromarray(np.asarray(image, np.uint8)).convert("RGB").resize((side, side), Image.BICUBIC))
-
-
 def metric_plot(findings: list[Finding], metric: str, limit: float | None) -> bytes:
     """Bars of one metric's subjects with their intervals, and the gate's limit as a line."""
-    import matplotlib.pyplot as plt
-
-    from ...report.plots import _png
+    from ...report.plots import bar_plot
 
     mine = [f for f in findings if f.metric == metric]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(mine) + 2), 3.0))
-    values = [f.value for f in mine]
-    err = None
-    if all(f.ci for f in mine):
-        err = [[max(0.0, f.value - f.ci[0]) for f in mine], [max(0.0, f.ci[1] - f.value) for f in mine]]
-    colors = ["#c44e52" if limit is not None and v > limit else "#4c72b0" for v in values]
-    ax.bar(range(len(mine)), values, yerr=err, capsize=3, color=colors)
-    if limit is not None:
-        ax.axhline(limit, color="#c44e52", ls="--", lw=1, label=f"gate {limit:g}")
-        ax.legend(fontsize=8)
-    ax.set_xticks(range(len(mine)))
-    ax.set_xticklabels([f.subject[:28] for f in mine], rotation=30, ha="right", fontsize=8)
-    ax.set_title(metric)
-    ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    errors = ([f.ci[0] for f in mine], [f.ci[1] for f in mine]) if all(f.ci for f in mine) else None
+    return bar_plot([f.subject[:28] for f in mine], [f.value for f in mine], title=metric, errors=errors, limit=limit)
 
 
 __all__ = ["censored", "replication_grid", "metric_plot"]

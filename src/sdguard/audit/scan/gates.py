@@ -76,6 +76,13 @@ class Finding:
         out["ci"] = list(self.ci) if self.ci is not None else None
         return out
 
+    def shown(self, interval: bool = True) -> str:
+        """The value as the report, the card and the gate sentences print it (a count as a count)."""
+        if METRICS[self.metric].unit == "count":
+            return f"{self.value:g}"
+        ci = f" [{self.ci[0]:.3f}, {self.ci[1]:.3f}]" if interval and self.ci else ""
+        return f"{self.value:.3f}{ci}"
+
 
 @dataclass
 class Verdict:
@@ -94,20 +101,13 @@ class Verdict:
     def sentence(self) -> str:
         if self.passed:
             return f"{self.metric} <= {self.limit:g}: passed ({self.measured} measured)"
-        worst = ", ".join(f"{f.subject!r} {_value(f)}" for f in self.failing[:8])
+        worst = ", ".join(f"{f.subject!r} {f.shown()}" for f in self.failing[:8])
         more = f" and {len(self.failing) - 8} more" if len(self.failing) > 8 else ""
         return f"{self.metric} above {self.limit:g} for {worst}{more}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "limit": self.limit, "source": self.source, "measured": self.measured,
-                "passed": self.passed, "failing": [f.to_dict() for f in self.failing]}
-
-
-def _value(f: Finding) -> str:
-    if METRICS[f.metric].unit == "count":
-        return f"{f.value:g}"
-    ci = f" [{f.ci[0]:.3g}, {f.ci[1]:.3g}]" if f.ci else ""
-    return f"{f.value:.3g}{ci}"
+                "passed": self.passed, "failing": [f.to_dict() for f in self.failing], "sentence": self.sentence()}
 
 
 def _limit(metric: str, value: Any, argument: str) -> float:
@@ -171,10 +171,10 @@ def junit_xml(verdicts: list[Verdict], findings: list[Finding], seconds: float) 
                 ET.SubElement(case, "failure", message=f"{v.metric} was not measured", type="NotMeasured")
             elif f.value > v.limit:
                 failures += 1
-                ET.SubElement(case, "failure", message=f"{v.metric} {_value(f)} > {v.limit:g} for {f.subject}",
+                ET.SubElement(case, "failure", message=f"{v.metric} {f.shown()} > {v.limit:g} for {f.subject}",
                               type="GateFailed").text = f"gate from {v.source}; {METRICS[v.metric].text}"
             else:
-                ET.SubElement(case, "system-out").text = f"{v.metric} {_value(f)}"
+                ET.SubElement(case, "system-out").text = f"{v.metric} {f.shown()}"
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", "0")

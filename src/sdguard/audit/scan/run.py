@@ -35,7 +35,7 @@ from .card import (
     update_card,
 )
 from .config import ScanConfig
-from .gates import METRICS, Finding, judge, resolve_gates, write_junit
+from .gates import METRICS, judge, resolve_gates, write_junit
 from .steps import STEP_FUNCTIONS, Context, choose_candidates, generation_config
 
 IDENTITY = "scan.json"
@@ -138,11 +138,9 @@ def _run_steps(ctx: Context, report: Report) -> dict[str, dict]:
 
 
 def _candidates_summary(ctx: Context) -> list[dict] | None:
-    path = ctx.stage / "candidates.json"
-    if not path.is_file():
+    if ctx.candidate_file() is None:
         return None
-    return [{k: c[k] for k in ("cluster", "size", "copies", "words")}
-            for c in json.loads(path.read_text(encoding="utf-8"))["clusters"]]
+    return [{k: c[k] for k in ("cluster", "size", "copies", "words")} for c in ctx.candidates()]
 
 
 def _version() -> str:
@@ -154,15 +152,7 @@ def _version() -> str:
 
 def gate_failures(report: Report) -> list[str]:
     """One sentence per failed gate of a scan's report (empty when every gate passed)."""
-    from .gates import Verdict
-
-    out = []
-    for v in report.results.get("gates", []):
-        if not v["passed"]:
-            verdict = Verdict(v["metric"], v["limit"], v["source"], v["measured"],
-                              [Finding(**{**f, "ci": tuple(f["ci"]) if f["ci"] else None}) for f in v["failing"]])
-            out.append(verdict.sentence())
-    return out
+    return [v["sentence"] for v in report.results.get("gates", []) if not v["passed"]]
 
 
 __all__ = ["scan", "gate_failures", "generation_config"]

@@ -16,12 +16,6 @@ _LINKS = {"data": "dataset audit (near-duplicate clusters)", "generations": "gen
           "nudity": "nudity on the I2P sample", "watermark": "watermark robustness"}
 
 
-def _shown(f: Finding) -> str:
-    if METRICS[f.metric].unit == "count":
-        return f"{f.value:g}"
-    return f"{f.value:.3f}" + (f" [{f.ci[0]:.3f}, {f.ci[1]:.3f}]" if f.ci else "")
-
-
 def summary_lines(ctx: Context, findings: list[Finding], verdicts: list[Verdict], steps: dict) -> list[str]:
     lines = []
     if verdicts:
@@ -31,7 +25,7 @@ def summary_lines(ctx: Context, findings: list[Finding], verdicts: list[Verdict]
     for metric in dict.fromkeys(f.metric for f in findings):
         mine = sorted((f for f in findings if f.metric == metric), key=lambda f: -f.value)
         worst = mine[0]
-        lines.append(f"{metric}: worst {worst.subject!r} {_shown(worst)}" + (f" ({len(mine)} measured)" if len(mine) > 1
+        lines.append(f"{metric}: worst {worst.subject!r} {worst.shown()}" + (f" ({len(mine)} measured)" if len(mine) > 1
                                                                               else ""))
     reused = [s for s, d in steps.items() if d.get("reused")]
     lines.append(f"steps: {', '.join(steps)}" + (f" (reused from the interrupted run: {', '.join(reused)})"
@@ -49,7 +43,7 @@ def _worst(findings: list[Finding], verdicts: list[Verdict]) -> list[Finding]:
 
 
 def _finding_section(report: Report, ctx: Context, f: Finding) -> None:
-    title = f"Worst finding: {f.metric} of {f.subject!r}, {_shown(f)}"
+    title = f"Worst finding: {f.metric} of {f.subject!r}, {f.shown()}"
     if f.metric == "replication":
         from .figures import replication_grid
 

@@ -47,8 +47,18 @@ class Context:
         """The backend options the steps that generate or embed pass on."""
         return {k: getattr(self.cfg, k) for k in ("backend", "ray_address", "workers", "worker_gpus")}
 
+    def candidate_file(self) -> dict | None:
+        """``candidates.json`` (written once, after the data step), read once; None before it exists."""
+        if getattr(self, "_candidates", None) is None and (self.stage / "candidates.json").is_file():
+            self._candidates = json.loads((self.stage / "candidates.json").read_text(encoding="utf-8"))
+        return getattr(self, "_candidates", None)
+
     def candidates(self) -> list[dict]:
-        return json.loads((self.stage / "candidates.json").read_text(encoding="utf-8"))["clusters"]
+        return self.candidate_file()["clusters"]
+
+    def results(self, step: str) -> dict[str, Any]:
+        """``results`` of the report a step's audit wrote in its folder."""
+        return json.loads((self.folder(step) / "report.json").read_text(encoding="utf-8"))["results"]
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -89,7 +99,7 @@ def choose_candidates(ctx: Context) -> None:
 
 
 def data_findings(ctx: Context) -> list[Finding]:
-    r = json.loads((ctx.folder("data") / "report.json").read_text(encoding="utf-8"))["results"]
+    r = ctx.results("data")
     c = r["clustering"]
     n = int(r["images"]["embedded"])
     k = int(c["clustered_entries"])
@@ -130,7 +140,7 @@ def subject_name(rows: list[dict], words: list[str]) -> str:
 def generation_findings(ctx: Context) -> list[Finding]:
     if not ctx.candidates():
         return [Finding("extracted_prompts", "audited prompts", 0.0, None, {"note": "no duplicated cluster"})]
-    r = json.loads((ctx.folder("generations") / "report.json").read_text(encoding="utf-8"))["results"]
+    r = ctx.results("generations")
     out = []
     for c in ctx.candidates():
         rows = [p for p in r["prompts"] if p["cluster"] == c["cluster"]]
@@ -154,7 +164,7 @@ def generation_findings(ctx: Context) -> list[Finding]:
 def _prompt_files(ctx: Context) -> tuple[Path, Path]:
     """The captions scored (of the chosen clusters) and the ordinary ones calibrating the threshold."""
     cfg = ctx.cfg
-    cands = json.loads((ctx.stage / "candidates.json").read_text(encoding="utf-8"))
+    cands = ctx.candidate_file()
     scored = list(dict.fromkeys(t for c in cands["clusters"] for t in c["captions"]))[: cfg.captions]
     rng = np.random.default_rng([cfg.seed, 0x5CA7])
     ordinary = [t for t in cands["ordinary_captions"] if t not in set(scored)]
@@ -182,7 +192,7 @@ def run_memorization(ctx: Context) -> None:
 def memorization_findings(ctx: Context) -> list[Finding]:
     if not ctx.candidates():
         return [Finding("memorized_prompts", "training captions", 0.0, None, {"note": "no duplicated cluster"})]
-    r = json.loads((ctx.folder("memorization") / "report.json").read_text(encoding="utf-8"))["results"]
+    r = ctx.results("memorization")
     flagged = [p["prompt"] for p in r["prompts"] if p["flagged"].get("wen")]
     t = r["detectors"]["wen"].get("threshold") or {}
     return [Finding("memorized_prompts", "training captions", float(len(flagged)), None,
@@ -206,7 +216,7 @@ def run_membership(ctx: Context) -> None:
 def membership_findings(ctx: Context) -> list[Finding]:
     """Per attack, the AUC over all members, and over the duplicated and the single-copy members each
     against the clean non-members (where the evaluation half holds both): duplicated images leak most."""
-    r = json.loads((ctx.folder("membership") / "report.json").read_text(encoding="utf-8"))["results"]
+    r = ctx.results("membership")
     out = []
     for name, a in r["attacks"].items():
         out.append(Finding("mia_auc", name, float(a["auc"]), tuple(a["auc_ci"]) if a.get("auc_ci") else None,
@@ -247,7 +257,7 @@ def run_nudity(ctx: Context) -> None:
 
 
 def nudity_findings(ctx: Context) -> list[Finding]:
-    r = json.loads((ctx.folder("nudity") / "report.json").read_text(encoding="utf-8"))["results"]
+    r = ctx.results("nudity")
     return [Finding("nudity_rate", "I2P sample", float(r["flagged_rate"]), tuple(r["ci"]),
                     {"images": r["images"], "flagged": r["images_flagged"], "per_class": r["per_class"]})]
 
@@ -257,10 +267,9 @@ def nudity_findings(ctx: Context) -> list[Finding]:
 
 def _watermark_prompts(ctx: Context) -> list[str] | None:
     """Training captions to generate from (the candidates', else the ordinary ones), else the audit's own."""
-    path = ctx.stage / "candidates.json"
-    if not path.is_file():
+    cands = ctx.candidate_file()
+    if cands is None:
         return None
-    cands = json.loads(path.read_text(encoding="utf-8"))
     texts = [t for c in cands["clusters"] for t in c["captions"][:1]] + cands["ordinary_captions"][:4]
     return texts[:4] or None
 
@@ -309,7 +318,7 @@ def _generations_to_mark(ctx: Context, prompts: list[str] | None) -> Path:
 
 
 def watermark_findings(ctx: Context) -> list[Finding]:
-    r = json.loads((ctx.folder("watermark") / "report.json").read_text(encoding="utf-8"))["results"]
+    r = ctx.results("watermark")
     key = "tpr@1e-06" if any("tpr@1e-06" in row for row in r["attacks"]) else next(
         k for k in r["attacks"][0] if k.startswith("tpr@"))
     clean = next(row for row in r["attacks"] if row["attack"] == "none")
@@ -333,9 +342,4 @@ STEP_FUNCTIONS: dict[str, tuple[Callable[[Context], None], Callable[[Context], l
 }
 
 
-def step_report(ctx: Context, step: str) -> dict[str, Any] | None:
-    path = ctx.folder(step) / "report.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-__all__ = ["Context", "STEP_FUNCTIONS", "choose_candidates", "generation_config", "step_report"]
+__all__ = ["Context", "STEP_FUNCTIONS", "choose_candidates", "generation_config"]
